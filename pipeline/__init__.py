@@ -1,0 +1,1 @@
+"""Two classic TensorFlow LSTM tutorials (MNIST row by row, Belling the Cat) as one DVC + MLflow pipeline."""

@@ -1,0 +1,144 @@
+"""params.yaml, read once and validated into frozen, typed objects.
+
+Every stage calls :func:`load_params` first, so a typo or a value of the wrong type stops the
+stage before it does any work, with one line per problem naming the file, the key and the value::
+
+    params.yaml: fable.n_input: must be greater than 0, got -3
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from pipeline.errors import PipelineError
+
+# Facts of the MNIST files pinned by their sha256 below, not settings: the split sizes in
+# params.yaml are checked against them before anything is downloaded.
+MNIST_TRAIN_FILE_IMAGES = 60_000
+MNIST_TEST_FILE_IMAGES = 10_000
+
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class ParamsError(PipelineError):
+    """params.yaml is missing, not YAML, or has a key or value the pipeline cannot use."""
+
+
+class _Frozen(BaseModel):
+    # strict: YAML's "1e-3" (a string) is not silently turned into a float, nor 3.0 into 3.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Paths(_Frozen):
+    mnist_raw: NonEmptyStr
+    fable_raw: NonEmptyStr
+    mnist_prepared: NonEmptyStr
+    fable_vocabulary: NonEmptyStr
+
+
+class DataFile(_Frozen):
+    name: NonEmptyStr
+    sha256: Sha256
+
+
+class MnistFiles(_Frozen):
+    train_images: DataFile
+    train_labels: DataFile
+    test_images: DataFile
+    test_labels: DataFile
+
+
+class MnistSplit(_Frozen):
+    validation_size: PositiveInt
+    train_size: PositiveInt
+    test_size: PositiveInt
+
+    @model_validator(mode="after")
+    def _fits_in_files(self) -> MnistSplit:
+        if self.validation_size + self.train_size > MNIST_TRAIN_FILE_IMAGES:
+            raise ValueError(
+                f"validation_size + train_size = {self.validation_size} + {self.train_size} "
+                f"exceeds the {MNIST_TRAIN_FILE_IMAGES} images of the training file"
+            )
+        if self.test_size > MNIST_TEST_FILE_IMAGES:
+            raise ValueError(
+                f"test_size = {self.test_size} exceeds the {MNIST_TEST_FILE_IMAGES} images of the test file"
+            )
+        return self
+
+
+class MnistData(_Frozen):
+    mirrors: Annotated[list[NonEmptyStr], Field(min_length=1)]
+    files: MnistFiles
+    split: MnistSplit
+
+
+class FableData(_Frozen):
+    url: NonEmptyStr
+    sha256: Sha256
+    tokens: Literal["word", "char"]
+
+
+class Data(_Frozen):
+    mnist: MnistData
+    fable: FableData
+
+
+class Fable(_Frozen):
+    n_input: PositiveInt
+
+
+class Params(_Frozen):
+    paths: Paths
+    data: Data
+    fable: Fable
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``path``; raise :class:`ParamsError` naming every bad key and value."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ParamsError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ParamsError(f"{path}: not valid YAML{line}: {getattr(error, 'problem', error)}") from None
+    return parse_params(raw, source=str(path))
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate an already-parsed params mapping (tests build these from the real params.yaml)."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ParamsError("\n".join(_describe(source, item) for item in error.errors())) from None
+
+
+_NUMBER_LIKE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _describe(source: str, item: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+    kind, value = item["type"], item.get("input")
+    if kind == "extra_forbidden":
+        return f"{source}: {key}: unknown key (a typo?), value {value!r}"
+    if kind == "missing":
+        return f"{source}: {key}: missing"
+    if kind == "value_error":
+        return f"{source}: {key}: {item['ctx']['error']}"
+    message = item["msg"][0].lower() + item["msg"][1:]
+    line = f"{source}: {key}: {message}, got {value!r} ({type(value).__name__})"
+    if kind == "float_type" and isinstance(value, str) and _NUMBER_LIKE.match(value):
+        line += f"; YAML reads {value} as a string, write it with a dot and a signed exponent, e.g. 1.0e-3"
+    return line

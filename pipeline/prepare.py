@@ -1,0 +1,100 @@
+"""Stage prepare: the verified MNIST IDX files, split as the seed, as .npy arrays.
+
+Run::
+
+    python -m pipeline.prepare
+
+Validation is the first ``validation_size`` images of the 60,000-image training file, train the
+``train_size`` after them, test the first ``test_size`` of the t10k file. Each split is written as
+``x_<split>.npy`` (uint8, N×28×28) and ``y_<split>.npy`` (uint8, N) in ``paths.mnist_prepared``:
+plain .npy is loaded without pickle and, unlike .npz, holds no timestamp, so equal data gives equal bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import MnistSplit, Params, load_params
+from pipeline.files import write_bytes
+from pipeline.idx import IdxError, parse_images, parse_labels
+from pipeline.stage import add_params_argument, run_stage
+
+SPLITS = ("train", "validation", "test")
+
+
+def load_mnist_files(raw_directory: Path, params: Params) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(images, labels) of the "train" and "test" IDX files in ``raw_directory``, parsed and checked."""
+    files = params.data.mnist.files
+    parts = {"train": (files.train_images, files.train_labels), "test": (files.test_images, files.test_labels)}
+    arrays = {}
+    for part, (images_file, labels_file) in parts.items():
+        images = parse_images(_read(raw_directory / images_file.name), str(raw_directory / images_file.name))
+        labels = parse_labels(_read(raw_directory / labels_file.name), str(raw_directory / labels_file.name))
+        if len(images) != len(labels):
+            raise IdxError(
+                f"{raw_directory}: {images_file.name} has {len(images)} images "
+                f"but {labels_file.name} has {len(labels)} labels"
+            )
+        arrays[part] = (images, labels)
+    return arrays
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise IdxError(f"{path}: cannot read: {error.strerror}") from None
+
+
+def split_mnist(
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]], split: MnistSplit
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(images, labels) per split, as the seed: validation first, train after it, test from t10k."""
+    (train_images, train_labels), (test_images, test_labels) = arrays["train"], arrays["test"]
+    needed = split.validation_size + split.train_size
+    if needed > len(train_images):
+        raise IdxError(f"validation_size + train_size = {needed} exceeds the {len(train_images)} training images")
+    if split.test_size > len(test_images):
+        raise IdxError(f"test_size = {split.test_size} exceeds the {len(test_images)} test images")
+    validation, train = slice(0, split.validation_size), slice(split.validation_size, needed)
+    return {
+        "train": (train_images[train], train_labels[train]),
+        "validation": (train_images[validation], train_labels[validation]),
+        "test": (test_images[: split.test_size], test_labels[: split.test_size]),
+    }
+
+
+def save_splits(splits: dict[str, tuple[np.ndarray, np.ndarray]], directory: Path) -> None:
+    for name, (images, labels) in splits.items():
+        for prefix, array in (("x", images), ("y", labels)):
+            buffer = io.BytesIO()
+            np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+            write_bytes(directory / f"{prefix}_{name}.npy", buffer.getvalue())
+
+
+def load_split(directory: str | Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of one split written by this stage."""
+    directory = Path(directory)
+    return np.load(directory / f"x_{name}.npy"), np.load(directory / f"y_{name}.npy")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.prepare", description=__doc__.split("\n\n")[0])
+    add_params_argument(parser)
+    args = parser.parse_args(argv)
+    with run_stage("prepare"):
+        params = load_params(args.params)
+        arrays = load_mnist_files(Path(params.paths.mnist_raw), params)
+        splits = split_mnist(arrays, params.data.mnist.split)
+        save_splits(splits, Path(params.paths.mnist_prepared))
+        for name, (images, _) in splits.items():
+            print(f"prepare: {name}: {images.shape[0]} images of {images.shape[1]}x{images.shape[2]}")
+
+
+if __name__ == "__main__":
+    main()
