@@ -93,7 +93,7 @@ def _target(destination: Path, sha256: str, sources: Sequence[str]) -> Target:
     return Target(destination=destination, sha256=sha256, sources=tuple(dict.fromkeys(sources)))
 
 
-def fetch(target: Target, timeout: float, log: IO[str] = sys.stderr) -> str:
+def fetch(target: Target, timeout: float) -> str:
     """Put the verified content of the first good source at ``target.destination``; return that source."""
     reasons = []
     for source in target.sources:
@@ -102,9 +102,9 @@ def fetch(target: Target, timeout: float, log: IO[str] = sys.stderr) -> str:
                 _copy_verified(source, output, target.sha256, timeout)
         except SourceRejected as rejection:
             reasons.append(f"{source}: {rejection}")
-            print(f"fetch: rejected {source}: {rejection}", file=log)
+            print(f"fetch: rejected {source}: {rejection}", file=sys.stderr)
             continue
-        print(f"fetch: {target.destination} <- {source}", file=log)
+        print(f"fetch: {target.destination} <- {source}", file=sys.stderr)
         return source
     listing = "\n".join(f"  - {reason}" for reason in reasons)
     raise FetchError(f"no source gave {target.destination} with sha256 {target.sha256}:\n{listing}")

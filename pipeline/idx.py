@@ -24,11 +24,10 @@ def parse_idx(data: bytes, magic: int, name: str) -> np.ndarray:
     """The uint8 array in ``data``, which must be an IDX file with ``magic``; ``name`` is used in errors."""
     dimensions = _DIMENSIONS[magic]
     header_size = 4 + 4 * dimensions
+    if len(data) >= 4 and (found := int.from_bytes(data[:4], "big")) != magic:
+        raise IdxError(f"{name}: magic number {found}, expected {magic}")
     if len(data) < header_size:
         raise IdxError(f"{name}: {len(data)} bytes, shorter than the {header_size}-byte IDX header")
-    found = int.from_bytes(data[:4], "big")
-    if found != magic:
-        raise IdxError(f"{name}: magic number {found}, expected {magic}")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dimensions))
     expected_size = header_size + int(np.prod(shape, dtype=np.int64))
     if len(data) != expected_size:

@@ -1,0 +1,166 @@
+"""Shared fixtures: the real params.yaml, the offline mirror, loopback HTTP servers, and project copies."""
+
+from __future__ import annotations
+
+import copy
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# What a project copy needs to run `dvc repro`: the code, the pipeline and its configuration.
+PROJECT_FILES = ("pipeline", "dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".gitignore")
+
+
+@pytest.fixture(scope="session")
+def params_raw() -> dict:
+    """params.yaml as parsed YAML; tests deep-copy and shrink it, never write a parallel config."""
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.fixture
+def raw(params_raw: dict) -> dict:
+    return copy.deepcopy(params_raw)
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    """The offline mirror: $PIPELINE_MIRROR, else ../shared/mirror beside the project."""
+    path = Path(os.environ.get("PIPELINE_MIRROR") or ROOT.parent / "shared" / "mirror")
+    if not (path / "mnist").is_dir():
+        pytest.skip(f"no offline mirror at {path} (set PIPELINE_MIRROR)")
+    return path.resolve()
+
+
+# --- a loopback HTTP server whose answers each test scripts -------------------------------------------
+
+
+@dataclass
+class Route:
+    body: bytes = b""
+    status: int = 200
+    delay: float = 0.0  # seconds to stall before answering: a server that hangs
+    content_length: int | None = None  # announce a length other than the body's: a cut-off transfer
+
+
+@dataclass
+class LoopbackServer:
+    base_url: str
+    routes: dict[str, Route] = field(default_factory=dict)
+    hits: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def http_server() -> Iterator[LoopbackServer]:
+    """An HTTP server on 127.0.0.1 serving ``routes``; shut down when the test ends."""
+    state = LoopbackServer(base_url="")
+    stop = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            state.hits.append(self.path)
+            route = state.routes.get(self.path, Route(b"not found", status=404))
+            stop.wait(route.delay)
+            try:
+                self.send_response(route.status)
+                length = route.content_length if route.content_length is not None else len(route.body)
+                self.send_header("Content-Length", str(length))
+                self.end_headers()
+                self.wfile.write(route.body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+# --- a copy of the project where DVC stages really run ------------------------------------------------
+
+
+@dataclass
+class ProjectCopy:
+    root: Path
+    env: dict[str, str]
+
+    def params(self) -> dict:
+        return yaml.safe_load((self.root / "params.yaml").read_text())
+
+    def write_params(self, raw: dict) -> None:
+        (self.root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+    def edit_params(self, edit: Callable[[dict], None]) -> None:
+        raw = self.params()
+        edit(raw)
+        self.write_params(raw)
+
+    def run(self, *command: str, check: bool = True, timeout: float = 1200) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            command, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def dvc(self, *arguments: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, "-m", "dvc", *arguments, check=check)
+
+    def python(self, *arguments: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, *arguments, check=check)
+
+
+def make_project_copy(destination: Path, mirror: Path) -> ProjectCopy:
+    """The project's code and pipeline in a fresh git repository at ``destination``."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        source, target = ROOT / name, destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+    env = dict(os.environ)
+    env.update(
+        PIPELINE_MIRROR=str(mirror),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.invalid",
+        GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.invalid",
+    )
+    project = ProjectCopy(root=destination, env=env)
+    project.run("git", "init", "-q")
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-qm", "copy")
+    return project
+
+
+@pytest.fixture
+def project(tmp_path: Path, mirror: Path) -> ProjectCopy:
+    return make_project_copy(tmp_path / "project", mirror)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()

@@ -1,0 +1,82 @@
+"""params.yaml validation: each class of bad value fails with one line naming the key and the value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ParamsError, load_params, parse_params
+
+
+def test_the_real_params_file_is_valid():
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    assert params.fable.n_input == 3
+    assert params.data.mnist.split.validation_size == 5000
+    assert params.data.mnist.split.train_size == 55000
+
+
+def test_params_are_frozen(raw):
+    params = parse_params(raw)
+    with pytest.raises(Exception, match="frozen"):
+        params.fable.n_input = 4
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        # YAML 1.1 reads 1e-3 as a string: a classic silent bug, refused with a hint.
+        (lambda r: r["fable"].__setitem__("n_input", "3"), r"params\.yaml: fable\.n_input: .*got '3' \(str\)"),
+        (lambda r: r["fable"].__setitem__("n_input", -3), r"params\.yaml: fable\.n_input: .*greater than 0, got -3"),
+        (lambda r: r["fable"].__setitem__("n_input", 0), r"fable\.n_input: .*greater than 0, got 0"),
+        (lambda r: r["fable"].__setitem__("n_inputs", 3), r"params\.yaml: fable\.n_inputs: unknown key \(a typo\?\)"),
+        (lambda r: r["data"]["mnist"]["split"].__setitem__("validation_size", 6000),
+         r"data\.mnist\.split: validation_size \+ train_size = 6000 \+ 55000 exceeds the 60000"),
+        (lambda r: r["data"]["mnist"]["split"].__setitem__("test_size", 10001), r"test_size = 10001 exceeds"),
+        (lambda r: r["data"]["fable"].__setitem__("tokens", "words"), r"data\.fable\.tokens: .*got 'words'"),
+        (lambda r: r["data"]["fable"].__setitem__("sha256", "abc"), r"data\.fable\.sha256: .*got 'abc'"),
+        (lambda r: r["data"]["mnist"].__setitem__("mirrors", []), r"data\.mnist\.mirrors: "),
+        (lambda r: r["paths"].pop("mnist_raw"), r"paths\.mnist_raw: missing"),
+        (lambda r: r["fable"].__setitem__("n_input", 3.0), r"fable\.n_input: .*got 3\.0 \(float\)"),
+    ],
+)
+def test_bad_values_fail_with_one_line_naming_key_and_value(raw, edit, expected):
+    edit(raw)
+    with pytest.raises(ParamsError) as error:
+        parse_params(raw)
+    message = str(error.value)
+    assert len(message.splitlines()) == 1, message
+    assert __import__("re").search(expected, message), message
+
+
+def test_float_written_as_1e_minus_3_gets_a_hint():
+    from pipeline.config import _describe
+
+    line = _describe("params.yaml", {"loc": ("mnist", "learning_rate"), "type": "float_type",
+                                     "msg": "Input should be a valid number", "input": "1e-3"})
+    assert line.startswith("params.yaml: mnist.learning_rate: input should be a valid number, got '1e-3' (str)")
+    assert "1.0e-3" in line
+
+
+def test_each_problem_gets_its_own_line(raw):
+    raw["fable"]["n_input"] = -1
+    raw["fable"]["typo"] = 1
+    with pytest.raises(ParamsError) as error:
+        parse_params(raw)
+    assert len(str(error.value).splitlines()) == 2
+
+
+def test_unreadable_and_malformed_files_name_the_file(tmp_path):
+    with pytest.raises(ParamsError, match=r"missing\.yaml: cannot read"):
+        load_params(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("fable:\n  n_input: [3\n")
+    with pytest.raises(ParamsError, match=r"broken\.yaml: not valid YAML \(line \d+\)"):
+        load_params(broken)
+
+
+def test_yaml_1e_minus_3_really_is_a_string():
+    # Why the hint exists: PyYAML (YAML 1.1) needs a dot for a float.
+    assert yaml.safe_load("x: 1e-3")["x"] == "1e-3"
+    assert yaml.safe_load("x: 1.0e-3")["x"] == 0.001
