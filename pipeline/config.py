@@ -25,6 +25,8 @@ MNIST_TEST_FILE_IMAGES = 10_000
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
 PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
 
 
 class ParamsError(PipelineError):
@@ -36,11 +38,29 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+class ModelPaths(_Frozen):
+    """What training and evaluation of one model write."""
+
+    model: NonEmptyStr
+    history: NonEmptyStr
+    metrics: NonEmptyStr
+
+
+class MnistPaths(ModelPaths):
+    raw: NonEmptyStr
+    prepared: NonEmptyStr
+    confusion: NonEmptyStr
+
+
+class FablePaths(ModelPaths):
+    raw: NonEmptyStr
+    vocabulary: NonEmptyStr
+    story: NonEmptyStr
+
+
 class Paths(_Frozen):
-    mnist_raw: NonEmptyStr
-    fable_raw: NonEmptyStr
-    mnist_prepared: NonEmptyStr
-    fable_vocabulary: NonEmptyStr
+    mnist: MnistPaths
+    fable: FablePaths
 
 
 class DataFile(_Frozen):
@@ -91,14 +111,43 @@ class Data(_Frozen):
     fable: FableData
 
 
-class Fable(_Frozen):
+class Training(_Frozen):
+    """One model's architecture and optimisation; the same fields for both seeds."""
+
+    units: PositiveInt
+    layers: PositiveInt
+    optimizer: Literal["adam", "rmsprop", "sgd"]
+    learning_rate: PositiveFloat
+    # cosine: decays to 0 over all epochs' steps; constant: the seeds' fixed rate.
+    learning_rate_schedule: Literal["constant", "cosine"]
+    batch_size: PositiveInt
+    epochs: PositiveInt
+    seed: NonNegativeInt
+
+
+class Mnist(Training):
+    pass
+
+
+class Fable(Training):
     n_input: PositiveInt
+    # None: each word enters the LSTM as its raw id, as the seed; a number: a learned embedding of that size.
+    embedding_dim: PositiveInt | None
+    prompt: NonEmptyStr
+    story_words: PositiveInt
 
 
 class Params(_Frozen):
     paths: Paths
     data: Data
+    mnist: Mnist
     fable: Fable
+
+    def training(self, task: str) -> Mnist | Fable:
+        return getattr(self, task)
+
+    def paths_of(self, task: str) -> MnistPaths | FablePaths:
+        return getattr(self.paths, task)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -2,8 +2,8 @@
 
 Run::
 
-    python -m pipeline.fetch mnist      # the four IDX files into paths.mnist_raw (decompressed)
-    python -m pipeline.fetch fable      # the story into paths.fable_raw
+    python -m pipeline.fetch mnist      # the four IDX files into paths.mnist.raw (decompressed)
+    python -m pipeline.fetch fable      # the story into paths.fable.raw
 
 Sources are tried in order: ``$PIPELINE_MIRROR`` first when set (a directory or base URL laid out as
 ``mnist/<name>.gz`` and ``fable/<file name>``), then the sources in params.yaml. A source is rejected,
@@ -75,7 +75,7 @@ def mnist_targets(params: Params, mirror: str | None) -> list[Target]:
         sources = [base.rstrip("/") + "/" + file.name + ".gz" for base in data.mirrors]
         if mirror:
             sources.insert(0, mirror_source(mirror, f"mnist/{file.name}.gz"))
-        targets.append(_target(Path(params.paths.mnist_raw) / file.name, file.sha256, sources))
+        targets.append(_target(Path(params.paths.mnist.raw) / file.name, file.sha256, sources))
     return targets
 
 
@@ -85,7 +85,7 @@ def fable_target(params: Params, mirror: str | None) -> Target:
     if mirror:
         file_name = Path(urllib.parse.urlsplit(fable.url).path).name
         sources.insert(0, mirror_source(mirror, f"fable/{file_name}"))
-    return _target(Path(params.paths.fable_raw), fable.sha256, sources)
+    return _target(Path(params.paths.fable.raw), fable.sha256, sources)
 
 
 def _target(destination: Path, sha256: str, sources: Sequence[str]) -> Target:

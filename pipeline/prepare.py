@@ -6,7 +6,7 @@ Run::
 
 Validation is the first ``validation_size`` images of the 60,000-image training file, train the
 ``train_size`` after them, test the first ``test_size`` of the t10k file. Each split is written as
-``x_<split>.npy`` (uint8, N×28×28) and ``y_<split>.npy`` (uint8, N) in ``paths.mnist_prepared``:
+``x_<split>.npy`` (uint8, N×28×28) and ``y_<split>.npy`` (uint8, N) in ``paths.mnist.prepared``:
 plain .npy is loaded without pickle and, unlike .npz, holds no timestamp, so equal data gives equal bytes.
 """
 
@@ -89,9 +89,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with run_stage("prepare"):
         params = load_params(args.params)
-        arrays = load_mnist_files(Path(params.paths.mnist_raw), params)
+        arrays = load_mnist_files(Path(params.paths.mnist.raw), params)
         splits = split_mnist(arrays, params.data.mnist.split)
-        save_splits(splits, Path(params.paths.mnist_prepared))
+        save_splits(splits, Path(params.paths.mnist.prepared))
         for name, (images, _) in splits.items():
             print(f"prepare: {name}: {images.shape[0]} images of {images.shape[1]}x{images.shape[2]}")
 

@@ -4,7 +4,7 @@ Run::
 
     python -m pipeline.vocabulary
 
-Writes ``paths.fable_vocabulary``, a JSON file with the dictionary (token → id, ids by descending
+Writes ``paths.fable.vocabulary``, a JSON file with the dictionary (token → id, ids by descending
 frequency, ties by first occurrence, as the seed's ``build_dataset``), the reverse dictionary, and, for
 ``fable.n_input``, the number of training windows and the accuracy ceiling: the share of windows whose
 continuation is the most frequent continuation of their context. No model can beat it, because the
@@ -111,9 +111,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with run_stage("vocabulary"):
         params = load_params(args.params)
-        source = params.paths.fable_raw
+        source = params.paths.fable.raw
         vocabulary = build_vocabulary(read_text(source), params.data.fable.tokens, params.fable.n_input, source)
-        write_json(params.paths.fable_vocabulary, vocabulary)
+        write_json(params.paths.fable.vocabulary, vocabulary)
         print(
             f"vocabulary: {vocabulary['token_count']} tokens, {len(vocabulary['dictionary'])} distinct; "
             f"{vocabulary['windows']} windows of {vocabulary['n_input']}, ceiling "

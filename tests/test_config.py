@@ -37,7 +37,7 @@ def test_params_are_frozen(raw):
         (lambda r: r["data"]["fable"].__setitem__("tokens", "words"), r"data\.fable\.tokens: .*got 'words'"),
         (lambda r: r["data"]["fable"].__setitem__("sha256", "abc"), r"data\.fable\.sha256: .*got 'abc'"),
         (lambda r: r["data"]["mnist"].__setitem__("mirrors", []), r"data\.mnist\.mirrors: "),
-        (lambda r: r["paths"].pop("mnist_raw"), r"paths\.mnist_raw: missing"),
+        (lambda r: r["paths"]["mnist"].pop("raw"), r"paths\.mnist\.raw: missing"),
         (lambda r: r["fable"].__setitem__("n_input", 3.0), r"fable\.n_input: .*got 3\.0 \(float\)"),
     ],
 )

@@ -122,7 +122,7 @@ def test_another_story_from_a_file_url(tmp_path):
 
 
 def test_the_offline_mirror_verifies(mirror, raw, tmp_path):
-    raw["paths"]["fable_raw"] = str(tmp_path / "fable.txt")
+    raw["paths"]["fable"]["raw"] = str(tmp_path / "fable.txt")
     fetch(fable_target(parse_params(raw), str(mirror)), timeout=5)
     assert (tmp_path / "fable.txt").read_text().startswith("long ago , the mice had a general council")
 
