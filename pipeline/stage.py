@@ -17,6 +17,8 @@ def add_params_argument(parser: argparse.ArgumentParser) -> None:
 @contextlib.contextmanager
 def run_stage(name: str) -> Iterator[None]:
     """Turn a :class:`PipelineError` into its message on stderr and exit status 1, without a traceback."""
+    # Under DVC stdout is a pipe: flush each line so per-epoch progress shows as it happens.
+    sys.stdout.reconfigure(line_buffering=True)
     try:
         yield
     except PipelineError as error:

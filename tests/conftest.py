@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,10 +156,18 @@ def project(tmp_path: Path, mirror: Path) -> ProjectCopy:
     return make_project_copy(tmp_path / "project", mirror)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+def shrink(raw: dict) -> dict:
+    """The real params.yaml on tiny settings: a few hundred images, small networks, two epochs."""
+    raw["data"]["mnist"]["split"].update(validation_size=100, train_size=300, test_size=200)
+    raw["mnist"].update(units=16, batch_size=64, epochs=2)
+    raw["fable"].update(units=32, batch_size=32, epochs=2)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def trained_project(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> ProjectCopy:
+    """A project copy on shrunken params after a full `dvc repro` (shared by a module's tests)."""
+    project = make_project_copy(tmp_path_factory.mktemp("trained") / "project", mirror)
+    project.edit_params(shrink)
+    project.dvc("repro")
+    return project

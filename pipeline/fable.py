@@ -1,0 +1,113 @@
+"""The Belling-the-Cat seed's pieces: ``n_input`` words in, the next word out, and story generation.
+
+Every window of the text is a training example (the seed drew them one at a time, 50,000 times);
+accuracy is judged on every window too, against the ceiling the vocabulary stage computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+
+from pipeline.config import Params
+from pipeline.errors import PipelineError
+from pipeline.model import logits_loss, recurrent_classifier
+from pipeline.tasks import Evaluation, Examples, Task, TrainingData
+from pipeline.vocabulary import load_vocabulary, read_text, tokenize
+
+
+class PromptError(PipelineError):
+    """A prompt the model cannot start from."""
+
+
+def windows(ids: Sequence[int], n_input: int) -> Examples:
+    """Every run of ``n_input`` ids, labelled with the id that follows it."""
+    ids = np.asarray(ids, dtype=np.int32)
+    count = len(ids) - n_input
+    x = np.stack([ids[start : start + n_input] for start in range(count)])
+    return Examples(x=x, y=ids[n_input:].copy())
+
+
+def text_ids(params: Params) -> tuple[list[str], dict]:
+    """The fable's tokens and its vocabulary file."""
+    paths = params.paths.fable
+    vocabulary = load_vocabulary(paths.vocabulary)
+    return tokenize(read_text(paths.raw), vocabulary["tokens"]), vocabulary
+
+
+def load_training_data(params: Params) -> TrainingData:
+    tokens, vocabulary = text_ids(params)
+    dictionary = vocabulary["dictionary"]
+    return TrainingData(
+        train=windows([dictionary[token] for token in tokens], params.fable.n_input),
+        validation=None,
+        classes=len(dictionary),
+    )
+
+
+def build_model(params: Params, data: TrainingData) -> keras.Model:
+    training = params.fable
+    inputs = keras.Input(shape=(training.n_input,), name="word_ids")
+    if training.embedding_dim is None:
+        # The seed: each word's raw id is the single feature of its time step.
+        sequence = keras.layers.Reshape((training.n_input, 1), name="raw_ids")(inputs)
+    else:
+        sequence = keras.layers.Embedding(data.classes, training.embedding_dim, name="embedding")(inputs)
+    return recurrent_classifier(inputs, sequence, training, data.classes, name="fable_lstm")
+
+
+def prompt_ids(prompt: str, vocabulary: dict, n_input: int) -> list[int]:
+    tokens = tokenize(prompt, vocabulary["tokens"])
+    if len(tokens) != n_input:
+        raise PromptError(f"prompt {prompt!r} has {len(tokens)} tokens {tokens}; the model reads exactly {n_input}")
+    unknown = [token for token in tokens if token not in vocabulary["dictionary"]]
+    if unknown:
+        raise PromptError(f"prompt {prompt!r}: {', '.join(map(repr, unknown))} not in the story's vocabulary")
+    return [vocabulary["dictionary"][token] for token in tokens]
+
+
+def generate(model: keras.Model, vocabulary: dict, prompt: str, words: int) -> list[str]:
+    """The prompt's tokens, then ``words`` tokens each predicted from the previous ``n_input`` (greedy)."""
+    n_input = model.input_shape[1]
+    context = prompt_ids(prompt, vocabulary, n_input)
+    story = list(context)
+    for _ in range(words):
+        logits = model(np.asarray([story[-n_input:]], dtype=np.int32), training=False)
+        story.append(int(np.argmax(logits[0])))
+    reverse = vocabulary["reverse_dictionary"]
+    return [reverse[str(index)] for index in story]
+
+
+def continuation_in_text(tokens: Sequence[str], prompt_tokens: Sequence[str], words: int) -> list[str] | None:
+    """What follows the first occurrence of the prompt in the text, or None if the text lacks it."""
+    width = len(prompt_tokens)
+    for start in range(len(tokens) - width + 1):
+        if list(tokens[start : start + width]) == list(prompt_tokens):
+            return list(tokens[start : start + width + words])
+    return None
+
+
+def evaluate(params: Params, model: keras.Model) -> Evaluation:
+    training = params.fable
+    tokens, vocabulary = text_ids(params)
+    examples = windows([vocabulary["dictionary"][token] for token in tokens], training.n_input)
+    logits = model.predict(examples.x, batch_size=len(examples), verbose=0)
+    story = generate(model, vocabulary, training.prompt, training.story_words)
+    original = continuation_in_text(tokens, story[: training.n_input], training.story_words)
+    matching = next((i for i, (a, b) in enumerate(zip(story, original or [], strict=False)) if a != b),
+                    min(len(story), len(original or [])))
+    metrics = {
+        "accuracy": float((logits.argmax(axis=1) == examples.y).mean()),
+        "ceiling": vocabulary["ceiling"],
+        "loss": logits_loss(logits, examples.y),
+        "windows": len(examples),
+        # The story reproduces the text when every generated word is the original's.
+        "story_reproduces_text": original is not None and story == original,
+        "story_matching_words": max(matching - training.n_input, 0),
+    }
+    return Evaluation(metrics=metrics, files={params.paths.fable.story: (" ".join(story) + "\n").encode()})
+
+
+TASK = Task(name="fable", load_training_data=load_training_data, build_model=build_model, evaluate=evaluate)

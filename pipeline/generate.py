@@ -1,0 +1,38 @@
+"""Tell a story with the trained fable model: feed each predicted word back as input.
+
+Run::
+
+    python -m pipeline.generate "had a general" --words 32
+
+The prompt must have exactly ``fable.n_input`` tokens, all from the story's vocabulary.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from pipeline.config import load_params
+from pipeline.fable import generate
+from pipeline.model import load_model
+from pipeline.stage import add_params_argument, run_stage
+from pipeline.vocabulary import load_vocabulary
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.generate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("prompt", help="the first words, as many as fable.n_input")
+    parser.add_argument("--words", type=int, default=None, help="words to add (default: fable.story_words)")
+    add_params_argument(parser)
+    args = parser.parse_args(argv)
+    with run_stage("generate"):
+        params = load_params(args.params)
+        words = params.fable.story_words if args.words is None else args.words
+        if words < 0:
+            parser.error(f"--words must be 0 or more, got {words}")
+        vocabulary = load_vocabulary(params.paths.fable.vocabulary)
+        print(" ".join(generate(load_model(params.paths.fable.model), vocabulary, args.prompt, words)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The LSTM classifier both seeds use, and saving it so that equal weights give equal bytes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pipeline.config import Training
+from pipeline.errors import PipelineError
+from pipeline.files import write_bytes
+
+# Keras writes the save time into metadata.json and every zip entry; both are pinned so that the
+# archive's bytes depend on the model only and `dvc repro -f` leaves dvc.lock unchanged.
+_FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+_FIXED_DATE_SAVED = "1980-01-01@00:00:00"
+
+
+class ModelError(PipelineError):
+    """A model file is missing or cannot be loaded safely."""
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and TensorFlow seeds, and deterministic TF kernels: same params, same bytes."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def recurrent_classifier(inputs: keras.KerasTensor, sequence: keras.KerasTensor, training: Training,
+                         classes: int, name: str) -> keras.Model:
+    """``training.layers`` stacked LSTMs over ``sequence``; the last step's output -> ``classes`` logits."""
+    x = sequence
+    for index in range(training.layers):
+        # unroll: the sequences are short (28 rows, a few words) and the unrolled graph is faster on CPU.
+        last = index == training.layers - 1
+        x = keras.layers.LSTM(training.units, return_sequences=not last, unroll=True, name=f"lstm_{index + 1}")(x)
+    logits = keras.layers.Dense(classes, name="logits")(x)
+    return keras.Model(inputs, logits, name=name)
+
+
+def save_model(model: keras.Model, path: str | Path) -> None:
+    """``model`` as a .keras archive with no timestamp in it, written atomically."""
+    with tempfile.TemporaryDirectory() as scratch:
+        saved = os.path.join(scratch, "model.keras")
+        model.save(saved)
+        write_bytes(path, _without_timestamps(Path(saved).read_bytes()))
+
+
+def _without_timestamps(archive: bytes) -> bytes:
+    output = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(archive)) as source, zipfile.ZipFile(output, "w") as target:
+        for entry in source.infolist():
+            content = source.read(entry)
+            if entry.filename == "metadata.json":
+                metadata = json.loads(content)
+                metadata["date_saved"] = _FIXED_DATE_SAVED
+                content = json.dumps(metadata, sort_keys=True).encode()
+            pinned = zipfile.ZipInfo(entry.filename, date_time=_FIXED_ZIP_TIME)
+            pinned.compress_type, pinned.external_attr = entry.compress_type, entry.external_attr
+            target.writestr(pinned, content)
+    return output.getvalue()
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """A trained model; ``safe_mode`` refuses archives that would run arbitrary code (Lambda layers)."""
+    if not Path(path).is_file():
+        raise ModelError(f"{path}: no trained model there (run `dvc repro` first)")
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except ValueError as error:
+        raise ModelError(f"{path}: refused to load: {str(error).splitlines()[0]}") from None
+
+
+def logits_loss(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean softmax cross-entropy, computed in float64 (the training loss, recomputed exactly)."""
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-log_probabilities[np.arange(len(labels)), labels].mean())
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits.astype(np.float64) - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)

@@ -1,0 +1,72 @@
+"""Read a handwritten digit from an image with the trained MNIST model.
+
+Run::
+
+    python -m pipeline.predict some-digit.png
+
+Any image Pillow reads; it is converted to grayscale and resized to the model's 28×28. MNIST digits
+are light on a dark background, so an image that is mostly light (dark ink on paper) is inverted.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from pipeline.config import load_params
+from pipeline.errors import PipelineError
+from pipeline.model import load_model, softmax
+from pipeline.stage import add_params_argument, run_stage
+
+
+class ImageError(PipelineError):
+    """A file that is not a readable image."""
+
+
+def open_grayscale(path: str | Path) -> Image.Image:
+    """The image at ``path`` in 8-bit grayscale; a clear error for anything that is not an image."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("L")
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise ImageError(f"{path}: not an image Pillow can read ({error.__class__.__name__})") from None
+
+
+def digit_pixels(image: Image.Image, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 pixels of ``shape`` (rows, columns), a light digit on a dark ground as in MNIST."""
+    rows, columns = shape
+    if image.size != (columns, rows):
+        image = image.resize((columns, rows), Image.Resampling.LANCZOS)
+    pixels = np.asarray(image, dtype=np.uint8)
+    return 255 - pixels if pixels.mean() > 127 else pixels
+
+
+def predict_digit(model: keras.Model, pixels: np.ndarray) -> tuple[int, float]:
+    """The most probable digit and its probability."""
+    probabilities = softmax(np.asarray(model(pixels[None].astype(np.float32), training=False))[0])
+    digit = int(probabilities.argmax())
+    return digit, float(probabilities[digit])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("image")
+    add_params_argument(parser)
+    args = parser.parse_args(argv)
+    with run_stage("predict"):
+        params = load_params(args.params)
+        image = open_grayscale(args.image)
+        model = load_model(params.paths.mnist.model)
+        digit, probability = predict_digit(model, digit_pixels(image, model.input_shape[1:]))
+        print(f"{digit} (probability {probability:.4f})")
+
+
+if __name__ == "__main__":
+    main()

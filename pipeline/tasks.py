@@ -1,0 +1,64 @@
+"""What differs between the two seeds, declared once per model; everything else is shared.
+
+A :class:`Task` is the small table of per-model pieces that the one training loop (pipeline.train)
+and the one evaluation stage (pipeline.evaluate) call: how to load its data, how to build its network,
+and how to judge it. ``pipeline.mnist`` and ``pipeline.fable`` each define one as ``TASK``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:  # keras is imported by the stages that train, not by this module
+    import keras
+
+    from pipeline.config import Params
+
+TASK_NAMES = ("mnist", "fable")
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Inputs and integer class labels."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    train: Examples
+    validation: Examples | None  # the fable has no held-out text: it is judged on every window
+    classes: int
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Metrics for metrics.json and the other files evaluation writes (path -> content)."""
+
+    metrics: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    load_training_data: Callable[[Params], TrainingData]
+    build_model: Callable[[Params, TrainingData], keras.Model]
+    evaluate: Callable[[Params, keras.Model], Evaluation]
+
+
+def get_task(name: str) -> Task:
+    if name not in TASK_NAMES:
+        raise PipelineError(f"unknown model {name!r}: expected one of {', '.join(TASK_NAMES)}")
+    return importlib.import_module(f"pipeline.{name}").TASK

@@ -1,0 +1,103 @@
+"""Both models through the real stages (`dvc repro`) on shrunken params, in a copy of the project."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def sha256s(project, paths):
+    return {path: hashlib.sha256((project.root / path).read_bytes()).hexdigest() for path in paths}
+
+
+def test_every_stage_ran_and_metrics_have_the_promised_keys(trained_project):
+    root = trained_project.root
+    mnist = json.loads((root / "metrics/mnist.json").read_text())
+    assert {"test_accuracy", "test_loss", "test_accuracy_first128"} <= mnist.keys()
+    assert 0.0 <= mnist["test_accuracy"] <= 1.0 and mnist["test_images"] == 200
+    fable = json.loads((root / "metrics/fable.json").read_text())
+    assert {"accuracy", "ceiling", "loss", "story_reproduces_text"} <= fable.keys()
+    assert fable["ceiling"] == pytest.approx(199 / 201) and fable["windows"] == 201
+
+    confusion = (root / "metrics/mnist_confusion.csv").read_text().splitlines()
+    assert confusion[0] == "actual,predicted" and len(confusion) == 201
+    story = (root / "metrics/fable_story.txt").read_text().split()
+    assert story[:3] == ["had", "a", "general"] and len(story) == 3 + 32
+
+    history = (root / "metrics/mnist_history.csv").read_text().splitlines()
+    assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy" and len(history) == 1 + 2
+    assert (root / "metrics/fable_history.csv").read_text().splitlines()[0] == "epoch,loss,accuracy"
+
+
+def test_models_reload_in_safe_mode_and_match_the_metrics(trained_project):
+    root = trained_project.root
+    model = keras.models.load_model(root / "models/mnist.keras", safe_mode=True)
+    assert model.input_shape == (None, 28, 28) and model.output_shape == (None, 10)
+    images, labels = np.load(root / "data/prepared/mnist/x_test.npy"), np.load(root / "data/prepared/mnist/y_test.npy")
+    accuracy = float((model.predict(images, verbose=0).argmax(axis=1) == labels).mean())
+    assert accuracy == json.loads((root / "metrics/mnist.json").read_text())["test_accuracy"]
+    fable = keras.models.load_model(root / "models/fable.keras", safe_mode=True)
+    assert fable.input_shape == (None, 3) and fable.output_shape == (None, 112)
+    with zipfile.ZipFile(root / "models/fable.keras") as archive:
+        assert {entry.date_time for entry in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+def test_dvc_sees_metrics_and_plots(trained_project):
+    shown = json.loads(trained_project.dvc("metrics", "show", "--json").stdout)
+    workspace = shown["workspace"]["data"]
+    assert "test_accuracy" in workspace["metrics/mnist.json"]["data"]
+    assert "accuracy" in workspace["metrics/fable.json"]["data"]
+    assert trained_project.dvc("status").stdout.strip() == "Data and pipelines are up to date."
+
+
+def test_forced_rerun_gives_identical_bytes(trained_project):
+    lock_before = (trained_project.root / "dvc.lock").read_bytes()
+    tracked = ["models/mnist.keras", "models/fable.keras", "metrics/mnist.json", "metrics/fable.json",
+               "metrics/mnist_history.csv", "metrics/fable_history.csv", "metrics/mnist_confusion.csv",
+               "metrics/fable_story.txt"]
+    before = sha256s(trained_project, tracked)
+    trained_project.dvc("repro", "-f", "train_mnist", "train_fable", "evaluate_mnist", "evaluate_fable")
+    assert sha256s(trained_project, tracked) == before
+    assert (trained_project.root / "dvc.lock").read_bytes() == lock_before
+
+
+def test_generate_cli(trained_project):
+    result = trained_project.python("-m", "pipeline.generate", "had a general", "--words", "5")
+    words = result.stdout.split()
+    assert words[:3] == ["had", "a", "general"] and len(words) == 8
+
+
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        ("had a unicorn", "generate: error: prompt 'had a unicorn': 'unicorn' not in the story's vocabulary"),
+        ("had a", "generate: error: prompt 'had a' has 2 tokens ['had', 'a']; the model reads exactly 3"),
+    ],
+)
+def test_generate_refuses_bad_prompts(trained_project, prompt, message):
+    result = trained_project.python("-m", "pipeline.generate", prompt, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == message
+
+
+def test_predict_cli(trained_project, tmp_path):
+    root = trained_project.root
+    digit = np.load(root / "data/prepared/mnist/x_test.npy")[0]
+    Image.fromarray(digit).resize((56, 56)).save(tmp_path / "digit.png")  # resized back to 28x28
+    result = trained_project.python("-m", "pipeline.predict", str(tmp_path / "digit.png"))
+    predicted, probability = result.stdout.split(" (probability ")
+    assert 0 <= int(predicted) <= 9 and 0.0 < float(probability.rstrip(")\n")) <= 1.0
+
+
+def test_predict_refuses_a_non_image(trained_project, tmp_path):
+    (tmp_path / "notes.png").write_text("not really a picture")
+    result = trained_project.python("-m", "pipeline.predict", str(tmp_path / "notes.png"), check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"predict: error: {tmp_path / 'notes.png'}: not an image Pillow can read (UnidentifiedImageError)")
