@@ -5,10 +5,16 @@ BIN := $(abspath $(VENV))/bin
 # DVC stages run `python -m pipeline.…`: the virtual environment's python must come first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test
+.PHONY: setup repro test browser
 .DEFAULT_GOAL := repro
 
 setup: $(VENV)/.installed
+
+# The MLflow UI test drives Debian's headless Chromium; installed once, only for tests.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 # Reinstalls only when requirements.txt (the full pinned set) changes.
 $(VENV)/.installed: requirements.txt
@@ -19,5 +25,5 @@ $(VENV)/.installed: requirements.txt
 repro: setup
 	dvc repro
 
-test: setup
+test: setup browser
 	python -m pytest

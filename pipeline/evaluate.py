@@ -11,6 +11,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from pathlib import Path
+
+import mlflow
+
+from pipeline import tracking
 from pipeline.config import Params, load_params
 from pipeline.files import write_bytes, write_json
 from pipeline.model import load_model
@@ -36,9 +41,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with run_stage(f"evaluate {args.model}"):
         params = load_params(args.params)
-        evaluation = evaluate(get_task(args.model), params)
-        write_evaluation(evaluation, params.paths_of(args.model).metrics)
+        task, paths = get_task(args.model), params.paths_of(args.model)
+        with tracking.evaluation_run(task, params, Path(paths.model)):
+            evaluation = evaluate(task, params)
+            write_evaluation(evaluation, paths.metrics)
+            log_evaluation(evaluation)
         print(f"evaluate {args.model}: " + ", ".join(f"{k} = {v}" for k, v in evaluation.metrics.items()))
+
+
+def log_evaluation(evaluation: Evaluation) -> None:
+    """Metrics and reports into the model's MLflow run.
+
+    Metrics keep their metrics.json names, except where a per-epoch training metric has the name
+    already (the fable's ``accuracy`` and ``loss``, measured on the text): those become ``test_…``,
+    so both experiments compare on ``test_accuracy``.
+    """
+    metrics = {}
+    for name, value in evaluation.metrics.items():
+        key = f"test_{name}" if name in ("loss", "accuracy") else name
+        metrics[key] = float(value)
+    mlflow.log_metrics(metrics)
+    for path in evaluation.files:
+        mlflow.log_artifact(path, artifact_path="reports")
+    for name, figure in evaluation.figures.items():
+        mlflow.log_figure(figure, f"plots/{name}")
 
 
 if __name__ == "__main__":

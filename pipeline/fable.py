@@ -110,4 +110,11 @@ def evaluate(params: Params, model: keras.Model) -> Evaluation:
     return Evaluation(metrics=metrics, files={params.paths.fable.story: (" ".join(story) + "\n").encode()})
 
 
-TASK = Task(name="fable", load_training_data=load_training_data, build_model=build_model, evaluate=evaluate)
+TASK = Task(
+    name="fable",
+    load_training_data=load_training_data,
+    build_model=build_model,
+    evaluate=evaluate,
+    input_paths=lambda params: {"text": params.paths.fable.raw, "vocabulary": params.paths.fable.vocabulary},
+    extra_artifacts=lambda params: [params.paths.fable.vocabulary],
+)

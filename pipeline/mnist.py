@@ -14,6 +14,7 @@ import numpy as np
 from pipeline.config import Params
 from pipeline.model import logits_loss, recurrent_classifier
 from pipeline.prepare import load_split
+from pipeline.reports import confusion_matrix
 from pipeline.tasks import Evaluation, Examples, Task, TrainingData
 
 CLASSES = 10
@@ -32,10 +33,16 @@ def load_training_data(params: Params) -> TrainingData:
 
 
 def build_model(params: Params, data: TrainingData) -> keras.Model:
+    training = params.mnist
     rows, columns = data.train.x.shape[1:]
     inputs = keras.Input(shape=(rows, columns), name="pixels")
-    scaled = keras.layers.Rescaling(1.0 / 255, name="scale")(inputs)
-    return recurrent_classifier(inputs, scaled, params.mnist, data.classes, name="mnist_lstm")
+    x = keras.layers.Rescaling(1.0 / 255, name="scale")(inputs)
+    if training.augment_shift > 0:
+        x = keras.layers.Reshape((rows, columns, 1), name="as_image")(x)
+        shift = training.augment_shift
+        x = keras.layers.RandomTranslation(shift, shift, fill_mode="constant", seed=training.seed, name="shift")(x)
+        x = keras.layers.Reshape((rows, columns), name="as_rows")(x)
+    return recurrent_classifier(inputs, x, training, data.classes, name="mnist_lstm")
 
 
 def evaluate(params: Params, model: keras.Model) -> Evaluation:
@@ -49,7 +56,11 @@ def evaluate(params: Params, model: keras.Model) -> Evaluation:
         "test_accuracy_first128": float(correct[:SEED_REPORTED_IMAGES].mean()),
         "test_images": int(len(labels)),
     }
-    return Evaluation(metrics=metrics, files={params.paths.mnist.confusion: confusion_csv(labels, predicted)})
+    return Evaluation(
+        metrics=metrics,
+        files={params.paths.mnist.confusion: confusion_csv(labels, predicted)},
+        figures={"confusion_matrix.png": confusion_matrix(labels, predicted, CLASSES)},
+    )
 
 
 def confusion_csv(actual: np.ndarray, predicted: np.ndarray) -> bytes:
@@ -61,4 +72,10 @@ def confusion_csv(actual: np.ndarray, predicted: np.ndarray) -> bytes:
     return text.getvalue().encode()
 
 
-TASK = Task(name="mnist", load_training_data=load_training_data, build_model=build_model, evaluate=evaluate)
+TASK = Task(
+    name="mnist",
+    load_training_data=load_training_data,
+    build_model=build_model,
+    evaluate=evaluate,
+    input_paths=lambda params: {"prepared": params.paths.mnist.prepared},
+)

@@ -8,6 +8,7 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -17,7 +18,8 @@ from pipeline.config import Training
 from pipeline.errors import PipelineError
 from pipeline.files import write_bytes
 
-# Keras writes the save time into metadata.json and every zip entry; both are pinned so that the
+# Keras writes the save time into metadata.json and every zip entry, and Python object ids
+# (memory addresses) into config.json as `shared_object_id`; all are pinned or renumbered so that the
 # archive's bytes depend on the model only and `dvc repro -f` leaves dvc.lock unchanged.
 _FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _FIXED_DATE_SAVED = "1980-01-01@00:00:00"
@@ -62,10 +64,24 @@ def _without_timestamps(archive: bytes) -> bytes:
                 metadata = json.loads(content)
                 metadata["date_saved"] = _FIXED_DATE_SAVED
                 content = json.dumps(metadata, sort_keys=True).encode()
+            elif entry.filename == "config.json":
+                content = json.dumps(_renumber_shared_objects(json.loads(content), {})).encode()
             pinned = zipfile.ZipInfo(entry.filename, date_time=_FIXED_ZIP_TIME)
             pinned.compress_type, pinned.external_attr = entry.compress_type, entry.external_attr
             target.writestr(pinned, content)
     return output.getvalue()
+
+
+def _renumber_shared_objects(value: Any, numbers: dict[int, int]) -> Any:
+    """Replace each ``shared_object_id`` by its order of first appearance: same sharing, stable bytes."""
+    if isinstance(value, dict):
+        renumbered = {key: _renumber_shared_objects(item, numbers) for key, item in value.items()}
+        if "shared_object_id" in value:
+            renumbered["shared_object_id"] = numbers.setdefault(value["shared_object_id"], len(numbers))
+        return renumbered
+    if isinstance(value, list):
+        return [_renumber_shared_objects(item, numbers) for item in value]
+    return value
 
 
 def load_model(path: str | Path) -> keras.Model:

@@ -44,10 +44,11 @@ class TrainingData:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Metrics for metrics.json and the other files evaluation writes (path -> content)."""
+    """Metrics for metrics.json, the files evaluation writes (path -> content), and pictures for MLflow."""
 
     metrics: dict[str, Any]
     files: dict[str, bytes] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)  # artifact name -> matplotlib Figure
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,10 @@ class Task:
     load_training_data: Callable[[Params], TrainingData]
     build_model: Callable[[Params, TrainingData], keras.Model]
     evaluate: Callable[[Params, keras.Model], Evaluation]
+    # The files training reads, by name: their digests tag each MLflow run.
+    input_paths: Callable[[Params], dict[str, str]]
+    # Files logged with the run besides the model and its history (the fable's vocabulary).
+    extra_artifacts: Callable[[Params], list[str]] = lambda params: []
 
 
 def get_task(name: str) -> Task:

@@ -18,11 +18,16 @@ import math
 import sys
 from collections.abc import Sequence
 
-import keras
+from pathlib import Path
 
+import keras
+import mlflow
+
+from pipeline import tracking
 from pipeline.config import Params, Training, load_params
 from pipeline.files import write_bytes
 from pipeline.model import save_model, seed_everything
+from pipeline.reports import training_curves
 from pipeline.stage import add_params_argument, run_stage
 from pipeline.tasks import TASK_NAMES, Task, TrainingData, get_task
 
@@ -88,8 +93,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with run_stage(f"train {args.model}"):
         params = load_params(args.params)
-        model = train(get_task(args.model), params)
-        save_model(model, params.paths_of(args.model).model)
+        task, paths = get_task(args.model), params.paths_of(args.model)
+        with tracking.training_run(task, params):
+            model = train(task, params, callbacks=[tracking.EpochLogger()])
+            save_model(model, paths.model)
+            tracking.log_trained_model(model, Path(paths.model), [paths.history, *task.extra_artifacts(params)])
+            mlflow.log_figure(training_curves(Path(paths.history), f"{task.name} training"), "plots/training_curves.png")
 
 
 if __name__ == "__main__":

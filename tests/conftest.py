@@ -164,10 +164,19 @@ def shrink(raw: dict) -> dict:
     return raw
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained_project(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> ProjectCopy:
-    """A project copy on shrunken params after a full `dvc repro` (shared by a module's tests)."""
+    """A project copy on shrunken params after one full `dvc repro`. Shared: tests only read it."""
     project = make_project_copy(tmp_path_factory.mktemp("trained") / "project", mirror)
     project.edit_params(shrink)
+    project.run("git", "commit", "-qam", "shrunken params")
     project.dvc("repro")
     return project
+
+
+@pytest.fixture
+def trained_copy(trained_project: ProjectCopy, tmp_path: Path) -> ProjectCopy:
+    """A private copy of the trained project (git, DVC cache and MLflow store included) to change."""
+    root = tmp_path / "project"
+    shutil.copytree(trained_project.root, root, symlinks=True)
+    return ProjectCopy(root=root, env=dict(trained_project.env))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 import zipfile
 
@@ -16,7 +17,7 @@ from pipeline.model import ModelError, load_model, logits_loss, recurrent_classi
 def small_model(raw) -> keras.Model:
     raw["mnist"].update(units=4, layers=2)
     seed_everything(0)
-    inputs = keras.Input(shape=(5, 3))
+    inputs = keras.Input(shape=(5, 3), name="steps")
     return recurrent_classifier(inputs, inputs, parse_params(raw).mnist, classes=4, name="small")
 
 
@@ -28,6 +29,16 @@ def test_saving_twice_gives_identical_bytes(raw, tmp_path):
     assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
     with zipfile.ZipFile(tmp_path / "a.keras") as archive:
         assert "1980-01-01" in archive.read("metadata.json").decode()
+
+
+def test_two_builds_of_the_same_model_save_identically(raw, tmp_path):
+    # Keras writes Python object ids (memory addresses) into config.json; they must not reach the file.
+    first, second = small_model(copy.deepcopy(raw)), small_model(copy.deepcopy(raw))
+    save_model(first, tmp_path / "first.keras")
+    save_model(second, tmp_path / "second.keras")
+    assert (tmp_path / "first.keras").read_bytes() == (tmp_path / "second.keras").read_bytes()
+    with zipfile.ZipFile(tmp_path / "first.keras") as archive:
+        assert '"shared_object_id": 0' in archive.read("config.json").decode()
 
 
 def test_reloaded_model_predicts_the_same(raw, tmp_path):

@@ -1,0 +1,222 @@
+"""MLflow tracking: exactly one run per trained model, found again by evaluation through the model's digest.
+
+Where runs go: ``$MLFLOW_TRACKING_URI`` when set (a team's ``mlflow server``), else ``sqlite:///mlflow.db``
+at the project root with artifacts in ``mlruns/`` beside it. The root is found even when DVC runs a
+stage inside ``.dvc/tmp/exps/…`` (``dvc exp run --temp`` and ``--queue``), so every experiment lands in
+the same store that ``mlflow ui`` shows.
+
+The train stage opens the run (params, per-epoch metrics, model, provenance tags) and tags it with the
+sha256 of the saved model file. The evaluate stage reopens the newest run with that tag to add test
+metrics and reports: no run id ever enters a DVC-tracked file, so outputs stay byte-reproducible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+import mlflow.keras
+import tensorflow as tf
+from filelock import FileLock
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+
+from pipeline.config import Params
+from pipeline.tasks import Task
+
+STORE_FILE = "mlflow.db"
+ARTIFACTS_DIRECTORY = "mlruns"  # where MLflow itself puts them beside mlflow.db
+MODEL_DIGEST_TAG = "pipeline.model_sha256"
+# Code and configuration whose changes make a run's commit not the whole story ("dirty").
+_SOURCE_PATHS = ("pipeline", "params.yaml", "dvc.yaml", "requirements.txt")
+
+
+def project_root(environ: Mapping[str, str] = os.environ) -> Path:
+    """The project's root, also from inside a DVC experiment's temporary copy of it."""
+    root = Path(environ.get("DVC_ROOT") or os.getcwd()).resolve()
+    parts = root.parts
+    for index in range(len(parts) - 2):
+        if parts[index : index + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:index])
+    return root
+
+
+def tracking_uri(environ: Mapping[str, str] = os.environ) -> str:
+    return environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root(environ) / STORE_FILE}"
+
+
+def experiment_id(name: str, environ: Mapping[str, str] = os.environ) -> str:
+    """The experiment ``name`` in the store, created (store included) under a lock if it is new.
+
+    The lock keeps parallel queue workers (``dvc queue start -j 2``) from racing the SQLite schema
+    migration or creating one experiment twice.
+    """
+    local = "MLFLOW_TRACKING_URI" not in environ  # checked first: set_tracking_uri exports the variable
+    mlflow.set_tracking_uri(tracking_uri(environ))
+    root = project_root(environ)
+    lock = FileLock(str(root / f".{STORE_FILE}.lock")) if local else contextlib.nullcontext()
+    with lock:
+        client = MlflowClient()
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = (root / ARTIFACTS_DIRECTORY / name).as_uri() if local else None
+        return client.create_experiment(name, artifact_location=location)
+
+
+def flatten(value: Any, prefix: str) -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: params.yaml's own dotted key names."""
+    if isinstance(value, Mapping):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(flatten(item, f"{prefix}.{key}"))
+        return flat
+    return {prefix: json.dumps(value) if isinstance(value, (list, tuple)) else value}
+
+
+def _git(*arguments: str) -> str | None:
+    try:
+        result = subprocess.run(["git", *arguments], capture_output=True, text=True, timeout=30,
+                                cwd=project_root())
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def provenance_tags(params_flat: Mapping[str, Any], input_files: Mapping[str, Path],
+                    environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Git commit and dirtiness, the DVC experiment, input data digests and the params hash."""
+    tags: dict[str, str] = {}
+    commit = _git("rev-parse", "HEAD")
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        dirty = _git("status", "--porcelain", "--untracked-files=no", "--", *_SOURCE_PATHS)
+        tags["git.dirty"] = str(bool(dirty)).lower()
+    experiment = environ.get("DVC_EXP_NAME")
+    if experiment:
+        tags["dvc.exp_name"] = experiment
+        tags["dvc.baseline_rev"] = environ.get("DVC_EXP_BASELINE_REV", "")
+        tags["restore"] = f"dvc exp apply {experiment}"
+    elif commit:
+        tags["restore"] = f"git checkout {commit} && dvc checkout"
+    for name, path in input_files.items():
+        tags[f"data.{name}.sha256"] = file_digest(path)
+    canonical = json.dumps(dict(params_flat), sort_keys=True, default=str).encode()
+    tags["params.sha256"] = hashlib.sha256(canonical).hexdigest()
+    return tags
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file, or of a directory's files (names and contents, in sorted order)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def run_status_on_exit() -> Iterator[None]:
+    """End the active run KILLED on Ctrl-C or SIGTERM (what DVC sends), FAILED on any other error."""
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def find_run_by_model(experiment: str, digest: str) -> str | None:
+    """The newest run whose model file has sha256 ``digest``."""
+    runs = MlflowClient().search_runs(
+        [experiment], filter_string=f"tags.`{MODEL_DIGEST_TAG}` = '{digest}'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+# --- what the train and evaluate stages log ---------------------------------------------------------
+
+
+def run_params(params: Params, task: str) -> dict[str, Any]:
+    """The model's and its data's params.yaml values, under params.yaml's dotted names."""
+    return {
+        **flatten(params.training(task).model_dump(), task),
+        **flatten(getattr(params.data, task).model_dump(), f"data.{task}"),
+    }
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Per-epoch ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy`` to the active run (step = epoch)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        mlflow.log_metrics({name: float(value) for name, value in (logs or {}).items()}, step=epoch + 1)
+
+
+@contextlib.contextmanager
+def training_run(task: Task, params: Params) -> Iterator[mlflow.ActiveRun]:
+    """A new run in experiment ``task.name`` with params and provenance; ended FAILED/KILLED on errors."""
+    experiment = experiment_id(task.name)
+    flat = run_params(params, task.name)
+    tags = provenance_tags(flat, {name: Path(path) for name, path in task.input_paths(params).items()})
+    exp_name = os.environ.get("DVC_EXP_NAME")
+    description = (f"{task.name} model trained by `dvc repro`. Restore its code, params and data with: "
+                   f"{tags.get('restore', 'dvc checkout')}")
+    run = mlflow.start_run(experiment_id=experiment, run_name=exp_name or None, tags=tags, description=description)
+    with run_status_on_exit():
+        mlflow.log_params(flat)
+        yield run
+        mlflow.end_run()
+
+
+def log_trained_model(model: keras.Model, model_path: Path, artifacts: Sequence[str]) -> None:
+    """The model (loadable with ``mlflow.keras.load_model``), its digest tag and the training reports."""
+    mlflow.set_tag(MODEL_DIGEST_TAG, file_digest(model_path))
+    mlflow.keras.log_model(
+        model,
+        name="model",
+        # Explicit requirements: inferring them would load the model again in a subprocess.
+        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
+    )
+    for path in artifacts:
+        mlflow.log_artifact(path, artifact_path="reports")
+
+
+@contextlib.contextmanager
+def evaluation_run(task: Task, params: Params, model_path: Path) -> Iterator[str]:
+    """Reopen the run that trained the model at ``model_path`` (found by its sha256); yield its id.
+
+    A model trained outside this store (pulled from a DVC remote, say) gets a run of its own.
+    """
+    experiment = experiment_id(task.name)
+    digest = file_digest(model_path)
+    run_id = find_run_by_model(experiment, digest)
+    if run_id is None:
+        with training_run(task, params) as run:
+            mlflow.set_tags({MODEL_DIGEST_TAG: digest, "pipeline.note": "model trained outside this MLflow store"})
+            run_id = run.info.run_id
+    mlflow.start_run(run_id=run_id)
+    with run_status_on_exit():
+        yield run_id
+        mlflow.end_run()

@@ -1,0 +1,69 @@
+"""DVC experiments land in the same MLflow store; a DVC remote round trip restores everything."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import mlflow
+import pytest
+
+
+def fable_runs(project) -> list:
+    mlflow.set_tracking_uri(f"sqlite:///{project.root}/mlflow.db")
+    return mlflow.search_runs(experiment_names=["fable"], output_format="list")
+
+
+def commit_all(project, message: str) -> None:
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-qm", message)
+
+
+def test_dvc_exp_run_lands_a_named_run(trained_copy):
+    commit_all(trained_copy, "trained")
+    trained_copy.dvc("exp", "run", "-S", "fable.units=24", "--name", "units-24")
+    newest = max(fable_runs(trained_copy), key=lambda run: run.info.start_time)
+    assert newest.info.status == "FINISHED"
+    assert newest.data.params["fable.units"] == "24" and "test_accuracy" in newest.data.metrics
+    assert newest.data.tags["dvc.exp_name"] == "units-24" == newest.info.run_name
+    assert newest.data.tags["restore"] == "dvc exp apply units-24"
+    assert len(newest.data.tags["dvc.baseline_rev"]) == 40
+    shown = trained_copy.dvc("exp", "show", "--json").stdout
+    assert "units-24" in shown
+
+
+def test_queued_experiments_run_in_parallel_into_one_store(trained_copy):
+    commit_all(trained_copy, "trained")
+    before = len(fable_runs(trained_copy))
+    for units in (20, 28):
+        trained_copy.dvc("exp", "run", "--queue", "-S", f"fable.units={units}", "--name", f"queued-{units}")
+    trained_copy.dvc("queue", "start", "-j", "2")
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = trained_copy.dvc("queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    else:
+        pytest.fail(f"queue still busy:\n{status}")
+    assert status.count("Success") == 2, status
+    runs = fable_runs(trained_copy)
+    assert len(runs) == before + 2
+    queued = {run.data.tags.get("dvc.exp_name"): run for run in runs}
+    for units in (20, 28):
+        run = queued[f"queued-{units}"]
+        assert run.info.status == "FINISHED" and run.data.params["fable.units"] == str(units)
+        assert "test_accuracy" in run.data.metrics
+
+
+def test_dvc_remote_round_trip(trained_copy, tmp_path):
+    remote = tmp_path / "remote"
+    trained_copy.dvc("remote", "add", "-d", "storage", str(remote))
+    commit_all(trained_copy, "trained, with a remote")
+    trained_copy.dvc("push")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(trained_copy.root), str(clone)], check=True)
+    cloned = type(trained_copy)(root=clone, env=trained_copy.env)
+    cloned.dvc("pull")
+    assert cloned.dvc("status").stdout.strip() == "Data and pipelines are up to date."
+    assert (clone / "models/mnist.keras").read_bytes() == (trained_copy.root / "models/mnist.keras").read_bytes()

@@ -1,0 +1,135 @@
+"""MLflow tracking: one run per trained model with params, curves, test metrics, model and provenance."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline.tracking import flatten, project_root, tracking_uri
+
+
+def test_project_root_from_inside_a_dvc_experiment(tmp_path):
+    temporary = tmp_path / "project" / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    assert project_root({"DVC_ROOT": str(temporary)}) == tmp_path / "project"
+    assert project_root({"DVC_ROOT": str(tmp_path / "project")}) == tmp_path / "project"
+
+
+def test_tracking_uri_defaults_to_sqlite_at_the_root_and_can_be_overridden(tmp_path):
+    assert tracking_uri({"DVC_ROOT": str(tmp_path)}) == f"sqlite:///{tmp_path}/mlflow.db"
+    assert tracking_uri({"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}) == "http://127.0.0.1:5000"
+
+
+def test_flatten_uses_params_yaml_key_names():
+    assert flatten({"units": 8, "split": {"train_size": 5}, "mirrors": ["a", "b"]}, "mnist") == {
+        "mnist.units": 8, "mnist.split.train_size": 5, "mnist.mirrors": '["a", "b"]'}
+
+
+def runs(project, experiment: str) -> list:
+    mlflow.set_tracking_uri(f"sqlite:///{project.root}/mlflow.db")
+    return mlflow.search_runs(experiment_names=[experiment], output_format="list")
+
+
+def test_one_run_per_model_with_everything(trained_project):
+    params = trained_project.params()
+    for name in ("mnist", "fable"):
+        (run,) = runs(trained_project, name)
+        assert run.info.status == "FINISHED"
+        client = MlflowClient()
+        # params: the model's and its data's params.yaml values, under the same names
+        assert run.data.params[f"{name}.units"] == str(params[name]["units"])
+        assert run.data.params[f"{name}.epochs"] == "2"
+        # per-epoch curves
+        for metric in ("loss", "accuracy") + (("val_loss", "val_accuracy") if name == "mnist" else ()):
+            history = client.get_metric_history(run.info.run_id, metric)
+            assert [point.step for point in history] == [1, 2], metric
+        # evaluation metrics, equal to what DVC tracks
+        metrics_file = json.loads((trained_project.root / f"metrics/{name}.json").read_text())
+        key = "test_accuracy" if name == "mnist" else "accuracy"
+        assert run.data.metrics["test_accuracy"] == pytest.approx(metrics_file[key])
+        # provenance
+        tags = run.data.tags
+        commit = trained_project.run("git", "rev-parse", "HEAD").stdout.strip()
+        assert tags["mlflow.source.git.commit"] == commit and tags["git.dirty"] == "false"
+        assert tags["restore"] == f"git checkout {commit} && dvc checkout"
+        assert len(tags["params.sha256"]) == 64
+        assert any(tag.startswith("data.") and tag.endswith(".sha256") for tag in tags)
+        assert "dvc checkout" in tags["mlflow.note.content"]
+        # artifacts
+        artifacts = {item.path for item in client.list_artifacts(run.info.run_id, "plots")}
+        assert "plots/training_curves.png" in artifacts
+        reports = {item.path for item in client.list_artifacts(run.info.run_id, "reports")}
+        assert f"reports/{name}_history.csv" in reports
+    fable_run = runs(trained_project, "fable")[0]
+    fable_reports = {i.path for i in MlflowClient().list_artifacts(fable_run.info.run_id, "reports")}
+    assert {"reports/fable.json", "reports/fable_story.txt"} <= fable_reports
+    mnist_run = runs(trained_project, "mnist")[0]
+    assert "plots/confusion_matrix.png" in {
+        i.path for i in MlflowClient().list_artifacts(mnist_run.info.run_id, "plots")}
+
+
+def test_logged_model_loads_with_mlflow_and_predicts_like_the_dvc_model(trained_project):
+    import keras
+
+    (run,) = runs(trained_project, "mnist")
+    (logged,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    assert logged.source_run_id == run.info.run_id
+    model = mlflow.keras.load_model(f"models:/{logged.model_id}")
+    images = np.load(trained_project.root / "data/prepared/mnist/x_test.npy")[:16]
+    reference = keras.models.load_model(trained_project.root / "models/mnist.keras", safe_mode=True)
+    np.testing.assert_allclose(model.predict(images, verbose=0), reference.predict(images, verbose=0), rtol=1e-6)
+
+
+def test_rerun_without_changes_adds_no_run_and_a_param_edit_adds_one(trained_copy):
+    assert "Running stage" not in trained_copy.dvc("repro").stdout
+    assert len(runs(trained_copy, "mnist")) == 1 and len(runs(trained_copy, "fable")) == 1
+    trained_copy.edit_params(lambda raw: raw["fable"].__setitem__("units", 24))
+    trained_copy.dvc("repro")
+    assert len(runs(trained_copy, "mnist")) == 1
+    fable_runs = runs(trained_copy, "fable")
+    assert len(fable_runs) == 2
+    newest = max(fable_runs, key=lambda run: run.info.start_time)
+    assert newest.data.params["fable.units"] == "24" and "test_accuracy" in newest.data.metrics
+    assert newest.data.tags["git.dirty"] == "true"  # params.yaml differs from the commit
+
+
+def test_a_failing_stage_leaves_its_run_failed(trained_copy):
+    # The history cannot be written under a file: training fails after its run has started.
+    trained_copy.edit_params(lambda raw: raw["paths"]["fable"].__setitem__("history", "params.yaml/history.csv"))
+    result = trained_copy.python("-m", "pipeline.train", "fable", check=False)
+    assert result.returncode != 0
+    newest = max(runs(trained_copy, "fable"), key=lambda run: run.info.start_time)
+    assert newest.info.status == "FAILED"
+
+
+def test_an_interrupted_stage_leaves_its_run_killed(trained_copy):
+    trained_copy.edit_params(lambda raw: raw["fable"].__setitem__("epochs", 100000))
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.train", "fable"], cwd=trained_copy.root,
+                               env=trained_copy.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in process.stdout:  # wait until it is training (one epoch logged)
+            if line.startswith("Epoch 2/"):
+                break
+        process.send_signal(signal.SIGTERM)  # what DVC sends its stage on Ctrl-C
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    time.sleep(0.1)
+    newest = max(runs(trained_copy, "fable"), key=lambda run: run.info.start_time)
+    assert newest.info.status == "KILLED"
+    assert process.returncode != 0
+
+
+def test_artifacts_stay_beside_the_store(trained_project):
+    for experiment in mlflow.search_experiments():
+        if experiment.name in ("mnist", "fable"):
+            assert Path(experiment.artifact_location.removeprefix("file://")) == (
+                trained_project.root / "mlruns" / experiment.name)
