@@ -8,7 +8,6 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
 from pathlib import Path
@@ -19,7 +18,7 @@ from pipeline import tracking
 from pipeline.config import Params, load_params
 from pipeline.files import write_bytes, write_json
 from pipeline.model import load_model
-from pipeline.stage import add_params_argument, run_stage
+from pipeline.stage import run_stage, stage_parser
 from pipeline.tasks import TASK_NAMES, Evaluation, Task, get_task
 
 
@@ -35,9 +34,8 @@ def write_evaluation(evaluation: Evaluation, metrics_path: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.split("\n\n")[0])
+    parser = stage_parser("pipeline.evaluate", __doc__)
     parser.add_argument("model", choices=TASK_NAMES)
-    add_params_argument(parser)
     args = parser.parse_args(argv)
     with run_stage(f"evaluate {args.model}"):
         params = load_params(args.params)

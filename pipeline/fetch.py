@@ -16,7 +16,6 @@ does not change what they are: switching mirrors leaves every DVC stage up to da
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import os
@@ -36,7 +35,7 @@ from typing import IO
 from pipeline.config import Params, load_params
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_output
-from pipeline.stage import add_params_argument, run_stage
+from pipeline.stage import run_stage, stage_parser
 
 MIRROR_ENV = "PIPELINE_MIRROR"
 TIMEOUT_ENV = "PIPELINE_FETCH_TIMEOUT"
@@ -203,9 +202,8 @@ def fetch_timeout(environ: dict[str, str] | os._Environ[str] = os.environ) -> fl
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.fetch", description=__doc__.split("\n\n")[0])
+    parser = stage_parser("pipeline.fetch", __doc__)
     parser.add_argument("dataset", choices=["mnist", "fable"])
-    add_params_argument(parser)
     args = parser.parse_args(argv)
     with run_stage("fetch"):
         params = load_params(args.params)

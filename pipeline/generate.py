@@ -9,21 +9,19 @@ The prompt must have exactly ``fable.n_input`` tokens, all from the story's voca
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
 from pipeline.config import load_params
 from pipeline.fable import generate
 from pipeline.model import load_model
-from pipeline.stage import add_params_argument, run_stage
+from pipeline.stage import run_stage, stage_parser
 from pipeline.vocabulary import load_vocabulary
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.generate", description=__doc__.split("\n\n")[0])
+    parser = stage_parser("pipeline.generate", __doc__)
     parser.add_argument("prompt", help="the first words, as many as fable.n_input")
     parser.add_argument("--words", type=int, default=None, help="words to add (default: fable.story_words)")
-    add_params_argument(parser)
     args = parser.parse_args(argv)
     with run_stage("generate"):
         params = load_params(args.params)

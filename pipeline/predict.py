@@ -10,7 +10,6 @@ are light on a dark background, so an image that is mostly light (dark ink on pa
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
 from pipeline.model import load_model, softmax
-from pipeline.stage import add_params_argument, run_stage
+from pipeline.stage import run_stage, stage_parser
 
 
 class ImageError(PipelineError):
@@ -56,9 +55,8 @@ def predict_digit(model: keras.Model, pixels: np.ndarray) -> tuple[int, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.split("\n\n")[0])
+    parser = stage_parser("pipeline.predict", __doc__)
     parser.add_argument("image")
-    add_params_argument(parser)
     args = parser.parse_args(argv)
     with run_stage("predict"):
         params = load_params(args.params)

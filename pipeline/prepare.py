@@ -12,7 +12,6 @@ plain .npy is loaded without pickle and, unlike .npz, holds no timestamp, so equ
 
 from __future__ import annotations
 
-import argparse
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 from pipeline.config import MnistSplit, Params, load_params
 from pipeline.files import write_bytes
 from pipeline.idx import IdxError, parse_images, parse_labels
-from pipeline.stage import add_params_argument, run_stage
+from pipeline.stage import run_stage, stage_parser
 
 SPLITS = ("train", "validation", "test")
 
@@ -84,8 +83,7 @@ def load_split(directory: str | Path, name: str) -> tuple[np.ndarray, np.ndarray
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.prepare", description=__doc__.split("\n\n")[0])
-    add_params_argument(parser)
+    parser = stage_parser("pipeline.prepare", __doc__)
     args = parser.parse_args(argv)
     with run_stage("prepare"):
         params = load_params(args.params)

@@ -10,8 +10,11 @@ from collections.abc import Iterator
 from pipeline.errors import PipelineError
 
 
-def add_params_argument(parser: argparse.ArgumentParser) -> None:
+def stage_parser(module: str, doc: str) -> argparse.ArgumentParser:
+    """The parser of ``python -m <module>``: described by the module docstring's first paragraph, with --params."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
     parser.add_argument("--params", default="params.yaml", help="the params file (default: %(default)s)")
+    return parser
 
 
 @contextlib.contextmanager

@@ -6,18 +6,16 @@ Run::
     python -m pipeline.train fable
 
 The task (pipeline.mnist or pipeline.fable) supplies data and network; this module seeds, compiles,
-fits epoch by epoch, writes the per-epoch history where ``dvc plots`` reads it, and saves the model
-as a timestamp-free ``.keras`` archive.
+fits epoch by epoch, writes the per-epoch history where ``dvc plots`` reads it, saves the model as a
+timestamp-free ``.keras`` archive, and records all of it as one MLflow run (pipeline.tracking).
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import sys
 from collections.abc import Sequence
-
 from pathlib import Path
 
 import keras
@@ -28,7 +26,7 @@ from pipeline.config import Params, Training, load_params
 from pipeline.files import write_bytes
 from pipeline.model import save_model, seed_everything
 from pipeline.reports import training_curves
-from pipeline.stage import add_params_argument, run_stage
+from pipeline.stage import run_stage, stage_parser
 from pipeline.tasks import TASK_NAMES, Task, TrainingData, get_task
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
@@ -87,9 +85,8 @@ def train(task: Task, params: Params, callbacks: Sequence[keras.callbacks.Callba
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.split("\n\n")[0])
+    parser = stage_parser("pipeline.train", __doc__)
     parser.add_argument("model", choices=TASK_NAMES)
-    add_params_argument(parser)
     args = parser.parse_args(argv)
     with run_stage(f"train {args.model}"):
         params = load_params(args.params)

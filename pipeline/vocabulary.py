@@ -13,7 +13,6 @@ same ``n_input`` words are followed by different words in different places of th
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from typing import Literal
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
 from pipeline.files import read_json, write_json
-from pipeline.stage import add_params_argument, run_stage
+from pipeline.stage import run_stage, stage_parser
 
 # A word (letters, digits, inner apostrophes as in "don't") or any single other visible character.
 _WORD_TOKEN = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]")
@@ -106,8 +105,7 @@ def load_vocabulary(path: str | Path) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.vocabulary", description=__doc__.split("\n\n")[0])
-    add_params_argument(parser)
+    parser = stage_parser("pipeline.vocabulary", __doc__)
     args = parser.parse_args(argv)
     with run_stage("vocabulary"):
         params = load_params(args.params)

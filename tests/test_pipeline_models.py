@@ -54,6 +54,12 @@ def test_dvc_sees_metrics_and_plots(trained_project):
     assert "test_accuracy" in workspace["metrics/mnist.json"]["data"]
     assert "accuracy" in workspace["metrics/fable.json"]["data"]
     assert trained_project.dvc("status").stdout.strip() == "Data and pipelines are up to date."
+    plots = json.loads(trained_project.dvc("plots", "show", "--json").stdout)["data"]
+    assert set(plots) == {"Training curves (loss)", "Training curves (accuracy)", "MNIST confusion matrix"}
+    curves = plots["Training curves (loss)"][0]["content"]["data"]["values"]
+    assert {row["filename::field"].split("::")[0] for row in curves} == {"mnist_history.csv", "fable_history.csv"}
+    confusion = plots["MNIST confusion matrix"][0]["content"]["data"]["values"]
+    assert len(confusion) == 200 and {"actual", "predicted"} <= confusion[0].keys()
 
 
 def test_forced_rerun_gives_identical_bytes(trained_copy):
