@@ -146,6 +146,9 @@ def make_project_copy(destination: Path, mirror: Path) -> ProjectCopy:
     )
     project = ProjectCopy(root=destination, env=env)
     project.run("git", "init", "-q")
+    # DVC experiments commit too (through pygit2, which reads git config, not the environment).
+    project.run("git", "config", "user.name", "test")
+    project.run("git", "config", "user.email", "test@example.invalid")
     project.run("git", "add", "-A")
     project.run("git", "commit", "-qm", "copy")
     return project

@@ -9,9 +9,13 @@ import mlflow
 import pytest
 
 
-def fable_runs(project) -> list:
+def runs_of(project, experiment: str) -> list:
     mlflow.set_tracking_uri(f"sqlite:///{project.root}/mlflow.db")
-    return mlflow.search_runs(experiment_names=["fable"], output_format="list")
+    return mlflow.search_runs(experiment_names=[experiment], output_format="list")
+
+
+def fable_runs(project) -> list:
+    return runs_of(project, "fable")
 
 
 def commit_all(project, message: str) -> None:
@@ -21,15 +25,17 @@ def commit_all(project, message: str) -> None:
 
 def test_dvc_exp_run_lands_a_named_run(trained_copy):
     commit_all(trained_copy, "trained")
-    trained_copy.dvc("exp", "run", "-S", "fable.units=24", "--name", "units-24")
-    newest = max(fable_runs(trained_copy), key=lambda run: run.info.start_time)
+    trained_copy.dvc("exp", "run", "-S", "mnist.units=8", "--name", "units-8")
+    (baseline, newest) = sorted(runs_of(trained_copy, "mnist"), key=lambda run: run.info.start_time)
     assert newest.info.status == "FINISHED"
-    assert newest.data.params["fable.units"] == "24" and "test_accuracy" in newest.data.metrics
-    assert newest.data.tags["dvc.exp_name"] == "units-24" == newest.info.run_name
-    assert newest.data.tags["restore"] == "dvc exp apply units-24"
+    assert newest.data.params["mnist.units"] == "8" and "test_accuracy" in newest.data.metrics
+    assert newest.data.tags["dvc.exp_name"] == "units-8" == newest.info.run_name
+    assert newest.data.tags["restore"] == "dvc exp apply units-8"
     assert len(newest.data.tags["dvc.baseline_rev"]) == 40
+    assert baseline.data.params["mnist.units"] == "16"
+    assert len(fable_runs(trained_copy)) == 1  # the fable's stages were up to date
     shown = trained_copy.dvc("exp", "show", "--json").stdout
-    assert "units-24" in shown
+    assert "units-8" in shown
 
 
 def test_queued_experiments_run_in_parallel_into_one_store(trained_copy):

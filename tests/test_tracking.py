@@ -99,6 +99,9 @@ def test_rerun_without_changes_adds_no_run_and_a_param_edit_adds_one(trained_cop
     newest = max(fable_runs, key=lambda run: run.info.start_time)
     assert newest.data.params["fable.units"] == "24" and "test_accuracy" in newest.data.metrics
     assert newest.data.tags["git.dirty"] == "true"  # params.yaml differs from the commit
+    # DVC compares the same metrics against the last commit.
+    diff = json.loads(trained_copy.dvc("metrics", "diff", "--json").stdout)
+    assert "metrics/fable.json" in diff and "metrics/mnist.json" not in diff
 
 
 def test_a_failing_stage_leaves_its_run_failed(trained_copy):
