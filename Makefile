@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 # DVC stages run `python -m pipeline.…`: the virtual environment's python must come first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test browser
+.PHONY: setup repro test browser bench
 .DEFAULT_GOAL := repro
 
 setup: $(VENV)/.installed
@@ -27,3 +27,8 @@ repro: setup
 
 test: setup browser
 	python -m pytest
+
+# Issue 5's measurements: ours vs a PyTorch reference (torch is a benchmark-only dependency).
+bench: setup
+	python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	python -m bench.benchmark

@@ -58,17 +58,24 @@ class HistoryWriter(keras.callbacks.Callback):
         write_bytes(self.path, text.getvalue().encode())
 
 
-def train(task: Task, params: Params, callbacks: Sequence[keras.callbacks.Callback] = ()) -> keras.Model:
-    """Fit ``task``'s model as params.yaml says and return it; the history is written as it goes."""
+def compiled_model(task: Task, params: Params, data: TrainingData) -> keras.Model:
+    """``task``'s network, seeded and compiled with its optimizer, loss and metric: ready to fit."""
     training = params.training(task.name)
     seed_everything(training.seed)
-    data: TrainingData = task.load_training_data(params)
     model = task.build_model(params, data)
     model.compile(
         optimizer=make_optimizer(training, math.ceil(len(data.train) / training.batch_size)),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
+    return model
+
+
+def train(task: Task, params: Params, callbacks: Sequence[keras.callbacks.Callback] = ()) -> keras.Model:
+    """Fit ``task``'s model as params.yaml says and return it; the history is written as it goes."""
+    training = params.training(task.name)
+    data: TrainingData = task.load_training_data(params)
+    model = compiled_model(task, params, data)
     validation = (data.validation.x, data.validation.y) if data.validation is not None else None
     model.fit(
         data.train.x,

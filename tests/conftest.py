@@ -18,7 +18,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a project copy needs to run `dvc repro`: the code, the pipeline and its configuration.
-PROJECT_FILES = ("pipeline", "dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".gitignore")
+PROJECT_FILES = ("pipeline", "bench", "dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".gitignore")
 
 
 @pytest.fixture(scope="session")

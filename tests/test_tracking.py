@@ -89,6 +89,8 @@ def test_logged_model_loads_with_mlflow_and_predicts_like_the_dvc_model(trained_
 
 
 def test_rerun_without_changes_adds_no_run_and_a_param_edit_adds_one(trained_copy):
+    trained_copy.run("git", "add", "-A")
+    trained_copy.run("git", "commit", "-qm", "trained")
     assert "Running stage" not in trained_copy.dvc("repro").stdout
     assert len(runs(trained_copy, "mnist")) == 1 and len(runs(trained_copy, "fable")) == 1
     trained_copy.edit_params(lambda raw: raw["fable"].__setitem__("units", 24))
