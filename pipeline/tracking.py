@@ -84,9 +84,10 @@ def flatten(value: Any, prefix: str) -> dict[str, Any]:
 
 
 def _git(*arguments: str) -> str | None:
+    # In the workspace the stage runs in: a queued experiment's own checkout, not the project's.
+    workspace = os.environ.get("DVC_ROOT") or os.getcwd()
     try:
-        result = subprocess.run(["git", *arguments], capture_output=True, text=True, timeout=30,
-                                cwd=project_root())
+        result = subprocess.run(["git", *arguments], capture_output=True, text=True, timeout=30, cwd=workspace)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout.strip() if result.returncode == 0 else None
