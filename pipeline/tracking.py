@@ -31,6 +31,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import Params
+from pipeline.files import sha256_file
 from pipeline.tasks import Task
 
 STORE_FILE = "mlflow.db"
@@ -117,15 +118,12 @@ def provenance_tags(params_flat: Mapping[str, Any], input_files: Mapping[str, Pa
 
 
 def file_digest(path: Path) -> str:
-    """sha256 of a file, or of a directory's files (names and contents, in sorted order)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode() + b"\0")
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    """sha256 of a file (what `sha256sum` prints), or of a directory's relative names and file digests."""
+    if not path.is_dir():
+        return sha256_file(path)
+    listing = "".join(f"{file.relative_to(path)}\0{sha256_file(file)}\n"
+                      for file in sorted(p for p in path.rglob("*") if p.is_file()))
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 @contextlib.contextmanager
