@@ -44,6 +44,8 @@ class ModelPaths(_Frozen):
     model: NonEmptyStr
     history: NonEmptyStr
     metrics: NonEmptyStr
+    # Rewritten at every epoch's end, deleted once training succeeds (pipeline.checkpoint).
+    checkpoint: NonEmptyStr
 
 
 class MnistPaths(ModelPaths):

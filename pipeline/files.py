@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -11,26 +12,46 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from pipeline.errors import PipelineError
+
+# Errors of the storage itself, as opposed to errors of whatever the caller writes (a dropped download).
+STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO}
+
+
+class OutputError(PipelineError):
+    """An output could not be written (disk full, read-only...); the previous version is kept."""
+
 
 @contextlib.contextmanager
 def atomic_output(path: str | Path) -> Iterator[IO[bytes]]:
     """Yield a temporary file beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    On any error the temporary file is removed and whatever stood at ``path`` before is untouched.
+    On any error the temporary file is removed and whatever stood at ``path`` before is untouched; a
+    full disk (or quota, or read-only file system) becomes an :class:`OutputError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    except OSError as error:
+        raise output_error(path, error) from error
     try:
         with handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(handle.name, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(handle.name)
+        if isinstance(error, OSError) and error.errno in STORAGE_ERRORS:
+            raise output_error(path, error) from error
         raise
+
+
+def output_error(path: Path, error: OSError) -> OutputError:
+    kept = "the previous file is unchanged" if path.exists() else "nothing was written"
+    return OutputError(f"{path}: cannot write it: {error.strerror or error}; {kept}")
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

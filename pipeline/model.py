@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from pipeline.config import Training
 from pipeline.errors import PipelineError
-from pipeline.files import write_bytes
+from pipeline.files import STORAGE_ERRORS, output_error, write_bytes
 
 # Keras writes the save time into metadata.json and every zip entry, and Python object ids
 # (memory addresses) into config.json as `shared_object_id`; all are pinned or renumbered so that the
@@ -51,7 +51,12 @@ def save_model(model: keras.Model, path: str | Path) -> None:
     """``model`` as a .keras archive with no timestamp in it, written atomically."""
     with tempfile.TemporaryDirectory() as scratch:
         saved = os.path.join(scratch, "model.keras")
-        model.save(saved)
+        try:
+            model.save(saved)
+        except OSError as error:
+            if error.errno in STORAGE_ERRORS:
+                raise output_error(Path(path), error) from error
+            raise
         write_bytes(path, _without_timestamps(Path(saved).read_bytes()))
 
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -37,6 +38,8 @@ from pipeline.tasks import Task
 STORE_FILE = "mlflow.db"
 ARTIFACTS_DIRECTORY = "mlruns"  # where MLflow itself puts them beside mlflow.db
 MODEL_DIGEST_TAG = "pipeline.model_sha256"
+RESUMES_TAG = "pipeline.resumes_run"  # the interrupted run whose checkpoint a run continued from
+HOST_TAG, PID_TAG = "pipeline.host", "pipeline.pid"  # who runs it: to close runs a killed process left open
 # Code and configuration whose changes make a run's commit not the whole story ("dirty").
 _SOURCE_PATHS = ("pipeline", "params.yaml", "dvc.yaml", "requirements.txt")
 
@@ -173,12 +176,53 @@ class EpochLogger(keras.callbacks.Callback):
         mlflow.log_metrics({name: float(value) for name, value in (logs or {}).items()}, step=epoch + 1)
 
 
+def log_history(rows: Sequence[Mapping[str, float]]) -> None:
+    """Epochs a previous attempt completed (from its checkpoint), so the resumed run has every epoch."""
+    for row in rows:
+        mlflow.log_metrics({name: float(value) for name, value in row.items() if name != "epoch"}, step=int(row["epoch"]))
+
+
+def close_abandoned_runs(experiment: str) -> list[str]:
+    """End KILLED the runs this machine's processes left RUNNING when they died (``kill -9``, power loss).
+
+    A run is abandoned when it was started on this host by a process that no longer exists; runs of
+    live processes (a parallel ``dvc queue`` worker) and of other hosts are left alone.
+    """
+    client, host, closed = MlflowClient(), socket.gethostname(), []
+    for run in client.search_runs([experiment], filter_string="attributes.status = 'RUNNING'"):
+        pid = run.data.tags.get(PID_TAG)
+        if run.data.tags.get(HOST_TAG) != host or not (pid or "").isdigit() or _alive(int(pid)):
+            continue
+        client.set_tag(run.info.run_id, "pipeline.note", f"process {pid} died without ending this run; closed by the next attempt")
+        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+        print(f"MLflow run {run.info.run_id} was left RUNNING by process {pid}, which is gone: marked KILLED")
+        closed.append(run.info.run_id)
+    return closed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
-def training_run(task: Task, params: Params) -> Iterator[mlflow.ActiveRun]:
-    """A new run in experiment ``task.name`` with params and provenance; ended FAILED/KILLED on errors."""
+def training_run(task: Task, params: Params, resumes: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """A new run in experiment ``task.name`` with params and provenance; ended FAILED/KILLED on errors.
+
+    ``resumes``: the run of an interrupted attempt whose checkpoint this one continues from.
+    """
     experiment = experiment_id(task.name)
+    close_abandoned_runs(experiment)
     flat = run_params(params, task.name)
     tags = provenance_tags(flat, {name: Path(path) for name, path in task.input_paths(params).items()})
+    tags |= {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    if resumes:
+        tags[RESUMES_TAG] = resumes
     exp_name = os.environ.get("DVC_EXP_NAME")
     description = (f"{task.name} model trained by `dvc repro`. Restore its code, params and data with: "
                    f"{tags.get('restore', 'dvc checkout')}")
@@ -216,6 +260,8 @@ def evaluation_run(task: Task, params: Params, model_path: Path) -> Iterator[str
             mlflow.set_tags({MODEL_DIGEST_TAG: digest, "pipeline.note": "model trained outside this MLflow store"})
             run_id = run.info.run_id
     mlflow.start_run(run_id=run_id)
+    # RUNNING again, now on behalf of this process: if it dies, the next attempt closes the run.
+    mlflow.set_tags({HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
     with run_status_on_exit():
         yield run_id
         mlflow.end_run()

@@ -20,9 +20,13 @@ from pathlib import Path
 
 import keras
 import mlflow
+import numpy as np
+import tensorflow as tf
 
-from pipeline import tracking
+from pipeline import checkpoint, faults, tracking
+from pipeline import model as model_module
 from pipeline.config import Params, Training, load_params
+from pipeline.errors import PipelineError
 from pipeline.files import write_bytes
 from pipeline.model import save_model, seed_everything
 from pipeline.reports import training_curves
@@ -44,12 +48,17 @@ def make_optimizer(training: Training, steps_per_epoch: int) -> keras.optimizers
 class HistoryWriter(keras.callbacks.Callback):
     """Rewrites the history CSV at every epoch's end, so a long run can be watched with ``dvc plots``."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, rows: Sequence[dict[str, float]] = ()):
         super().__init__()
-        self.path, self.rows = path, []
+        self.path, self.rows = path, list(rows)
+        if self.rows:  # resumed: the epochs done so far, even if no epoch is left to run
+            self.write()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.rows.append({"epoch": epoch + 1, **(logs or {})})
+        self.rows.append({"epoch": epoch + 1, **{name: float(value) for name, value in (logs or {}).items()}})
+        self.write()
+
+    def write(self) -> None:
         columns = [column for column in HISTORY_COLUMNS if column in self.rows[0]]
         text = io.StringIO()
         text.write(",".join(columns) + "\n")
@@ -71,23 +80,82 @@ def compiled_model(task: Task, params: Params, data: TrainingData) -> keras.Mode
     return model
 
 
-def train(task: Task, params: Params, callbacks: Sequence[keras.callbacks.Callback] = ()) -> keras.Model:
-    """Fit ``task``'s model as params.yaml says and return it; the history is written as it goes."""
-    training = params.training(task.name)
+def epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
+    """The shuffled order of epoch ``epoch``: a function of (seed, epoch) only, so a resumed run repeats it."""
+    return np.random.default_rng([seed, epoch]).permutation(size)
+
+
+def fingerprint(task: Task, params: Params) -> dict[str, str]:
+    """What a checkpoint must match to be resumed from: params, input data, training code, versions."""
+    code = [Path(__file__), Path(model_module.__file__), Path(sys.modules[task.build_model.__module__].__file__)]
+    return checkpoint.fingerprint(
+        params.training(task.name).model_dump(),
+        [Path(path) for path in task.input_paths(params).values()],
+        code,
+        {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__},
+    )
+
+
+def resume_point(task: Task, params: Params) -> checkpoint.Checkpoint | None:
+    """The checkpoint an interrupted run of this very configuration left, if any."""
+    state = checkpoint.load(params.paths_of(task.name).checkpoint, fingerprint(task, params))
+    if state is not None:
+        print(f"resuming {task.name} training after epoch {state.epoch} "
+              f"from {params.paths_of(task.name).checkpoint} (MLflow run {state.run_id})")
+    return state
+
+
+def _restore(model: keras.Model, state: checkpoint.Checkpoint) -> None:
+    model.optimizer.build(model.trainable_variables)
+    for kind, variables, values in (("model", model.variables, state.model),
+                                    ("optimizer", model.optimizer.variables, state.optimizer)):
+        if len(variables) != len(values):
+            raise PipelineError(f"the checkpoint holds {len(values)} {kind} variables, the model has {len(variables)}")
+        for variable, value in zip(variables, values, strict=True):
+            variable.assign(value)
+
+
+class _OneEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.model.stop_training = True
+
+
+def train(task: Task, params: Params, callbacks: Sequence[keras.callbacks.Callback] = (),
+          resume: checkpoint.Checkpoint | None = None, run_id: str | None = None) -> keras.Model:
+    """Fit ``task``'s model as params.yaml says and return it, checkpointing after every epoch.
+
+    With ``resume``, training continues after the checkpoint's epoch with its weights, optimizer and
+    random state: the result is the same, to the byte, as a run that was never interrupted.
+    """
+    training, paths = params.training(task.name), params.paths_of(task.name)
     data: TrainingData = task.load_training_data(params)
     model = compiled_model(task, params, data)
+    history = HistoryWriter(paths.history, resume.history if resume else ())
+    first_epoch = 0
+    if resume is not None:
+        _restore(model, resume)
+        first_epoch = resume.epoch
+    key = resume.fingerprint if resume else fingerprint(task, params)
     validation = (data.validation.x, data.validation.y) if data.validation is not None else None
-    model.fit(
-        data.train.x,
-        data.train.y,
-        batch_size=training.batch_size,
-        epochs=training.epochs,
-        validation_data=validation,
-        shuffle=True,
-        # One line per epoch when logged to a file or by DVC; a progress bar in a terminal.
-        verbose=1 if sys.stdout.isatty() else 2,
-        callbacks=[HistoryWriter(params.paths_of(task.name).history), *callbacks],
-    )
+    for epoch in range(first_epoch, training.epochs):
+        order = epoch_order(training.seed, epoch, len(data.train))
+        model.fit(
+            data.train.x[order],
+            data.train.y[order],
+            batch_size=training.batch_size,
+            initial_epoch=epoch,
+            epochs=training.epochs,  # so that Keras prints "Epoch 3/15"; _OneEpoch stops after this one
+            validation_data=validation,
+            shuffle=False,  # shuffled above, reproducibly
+            # One line per epoch when logged to a file or by DVC; a progress bar in a terminal.
+            verbose=1 if sys.stdout.isatty() else 2,
+            callbacks=[history, *callbacks, _OneEpoch()],
+        )
+        checkpoint.save(paths.checkpoint, checkpoint.Checkpoint(
+            epoch=epoch + 1, fingerprint=key, history=history.rows, run_id=run_id,
+            model=[v.numpy() for v in model.variables], optimizer=[v.numpy() for v in model.optimizer.variables],
+        ))
+        faults.after_checkpoint(epoch + 1)
     return model
 
 
@@ -98,11 +166,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     with run_stage(f"train {args.model}"):
         params = load_params(args.params)
         task, paths = get_task(args.model), params.paths_of(args.model)
-        with tracking.training_run(task, params):
-            model = train(task, params, callbacks=[tracking.EpochLogger()])
+        resume = resume_point(task, params)
+        with tracking.training_run(task, params, resumes=resume.run_id if resume else None) as run:
+            if resume is not None:
+                tracking.log_history(resume.history)
+                mlflow.set_tag("pipeline.resumed_after_epoch", resume.epoch)
+            model = train(task, params, [tracking.EpochLogger(), *faults.callbacks()], resume, run.info.run_id)
             save_model(model, paths.model)
             tracking.log_trained_model(model, Path(paths.model), [paths.history, *task.extra_artifacts(params)])
             mlflow.log_figure(training_curves(Path(paths.history), f"{task.name} training"), "plots/training_curves.png")
+        checkpoint.clear(paths.checkpoint)
 
 
 if __name__ == "__main__":

@@ -112,9 +112,11 @@ class ProjectCopy:
         edit(raw)
         self.write_params(raw)
 
-    def run(self, *command: str, check: bool = True, timeout: float = 1200) -> subprocess.CompletedProcess:
+    def run(self, *command: str, check: bool = True, timeout: float = 1200,
+            env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         result = subprocess.run(
-            command, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout
+            command, cwd=self.root, env={**self.env, **(env_extra or {})}, capture_output=True, text=True,
+            timeout=timeout,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
