@@ -4,6 +4,8 @@ Every stage calls :func:`load_params` first, so a typo or a value of the wrong t
 stage before it does any work, with one line per problem naming the file, the key and the value::
 
     params.yaml: fable.n_input: must be greater than 0, got -3
+
+``python -m pipeline.config`` (DVC stage ``params``) checks the whole file, keys no stage reads included.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from pipeline.errors import PipelineError
+from pipeline.stage import run_stage, stage_parser
 
 # Facts of the MNIST files pinned by their sha256 below, not settings: the split sizes in
 # params.yaml are checked against them before anything is downloaded.
@@ -195,3 +198,15 @@ def _describe(source: str, item: dict[str, Any]) -> str:
     if kind == "float_type" and isinstance(value, str) and _NUMBER_LIKE.match(value):
         line += f"; YAML reads {value} as a string, write it with a dot and a signed exponent, e.g. 1.0e-3"
     return line
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser("pipeline.config", __doc__)
+    args = parser.parse_args(argv)
+    with run_stage("params"):
+        load_params(args.params)
+        print(f"{args.params}: valid")
+
+
+if __name__ == "__main__":
+    main()

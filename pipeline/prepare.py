@@ -79,7 +79,8 @@ def save_splits(splits: dict[str, tuple[np.ndarray, np.ndarray]], directory: Pat
 def load_split(directory: str | Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(images, labels) of one split written by this stage."""
     directory = Path(directory)
-    return np.load(directory / f"x_{name}.npy"), np.load(directory / f"y_{name}.npy")
+    return (np.load(directory / f"x_{name}.npy", allow_pickle=False),
+            np.load(directory / f"y_{name}.npy", allow_pickle=False))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

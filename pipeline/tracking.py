@@ -65,9 +65,12 @@ def experiment_id(name: str, environ: Mapping[str, str] = os.environ) -> str:
     migration or creating one experiment twice.
     """
     local = "MLFLOW_TRACKING_URI" not in environ  # checked first: set_tracking_uri exports the variable
-    mlflow.set_tracking_uri(tracking_uri(environ))
+    uri = tracking_uri(environ)
+    mlflow.set_tracking_uri(uri)
     root = project_root(environ)
-    lock = FileLock(str(root / f".{STORE_FILE}.lock")) if local else contextlib.nullcontext()
+    # Any SQLite store, the default one or one named by MLFLOW_TRACKING_URI, is created under a lock beside it.
+    database = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    lock = FileLock(str(database.with_name(f".{database.name}.lock"))) if database else contextlib.nullcontext()
     with lock:
         client = MlflowClient()
         experiment = client.get_experiment_by_name(name)
