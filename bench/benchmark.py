@@ -8,8 +8,9 @@ Run from the project root, after `dvc repro` (it reads the prepared data and the
 Ours (the pipeline's own compiled model and ``fit``) and PyTorch (``nn.LSTM`` + ``nn.Linear``, Adam,
 float32, same sizes and batch) are timed in turns in one process, so drift of a noisy machine hits
 both; medians are reported. Also: the float32 GEMM rate at the LSTM's shapes (the ceiling the step's
-matrix products can reach), no-op ``dvc repro`` next to DVC's floor (a one-stage project), the peak RSS
-of each training stage, and the time the fable model takes to reach its accuracy ceiling.
+matrix products can reach), no-op ``dvc repro`` next to DVC's floor (a one-stage project), the time the
+fable model takes to reach its accuracy ceiling, and a full ``dvc repro`` in a fresh clone of the last
+commit: wall time, peak RSS of every stage, accuracies, and whether its outputs match the committed dvc.lock.
 """
 
 from __future__ import annotations
@@ -42,20 +43,40 @@ def lstm_train_flops(steps: int, features: int, units: int, classes: int) -> flo
     return 3.0 * forward
 
 
-def gemm_gflops(batch: int, inner: int, outer: int, seconds: float = 1.0) -> float:
-    """float32 GEMM rate of TensorFlow at the LSTM step's shape (batch × inner) @ (inner × outer)."""
+def gemm_gflops(batch: int, inner: int, outer: int, seconds: float = 1.0) -> dict[str, float]:
+    """float32 GEMM rate (GFLOP/s) at the LSTM step's shape (batch × inner) @ (inner × outer), per library.
+
+    Each timed call multiplies 64 such pairs at once, so that call overhead does not count: the figure
+    is what the matrix products of one training step could reach if nothing else took time.
+    """
     import tensorflow as tf
 
-    a = tf.random.normal((batch, inner))
-    b = tf.random.normal((inner, outer))
-    matmul = tf.function(lambda a, b: tf.matmul(a, b))
-    matmul(a, b)
-    count, start = 0, time.perf_counter()
+    count = 64
+    flop = 2.0 * batch * inner * outer * count
+    rates = {}
+    rng = np.random.default_rng(0)
+    a, b = rng.random((count, batch, inner), dtype=np.float32), rng.random((inner, outer), dtype=np.float32)
+    tf_a, tf_b = tf.constant(a), tf.constant(b)
+    batched = tf.function(lambda x, y: tf.linalg.matmul(x, y))
+    rates["tensorflow"] = _rate(lambda: batched(tf_a, tf_b).numpy(), flop, seconds)
+    rates["numpy"] = _rate(lambda: np.matmul(a, b), flop, seconds)
+    try:
+        import torch
+    except ImportError:
+        pass
+    else:
+        t_a, t_b = torch.from_numpy(a), torch.from_numpy(b)
+        rates["torch"] = _rate(lambda: torch.matmul(t_a, t_b), flop, seconds)
+    return rates
+
+
+def _rate(action: Callable[[], object], flop: float, seconds: float) -> float:
+    action()
+    calls, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        for _ in range(100):
-            matmul(a, b)
-        count += 100
-    return 2.0 * batch * inner * outer * count / (time.perf_counter() - start) / 1e9
+        action()
+        calls += 1
+    return flop * calls / (time.perf_counter() - start) / 1e9
 
 
 class Ours:
@@ -63,12 +84,13 @@ class Ours:
 
     name = "pipeline (Keras)"
 
-    def __init__(self, params: Params, data: TrainingData):
-        from pipeline.mnist import EVALUATION_BATCH, TASK
+    def __init__(self, params: Params, data: TrainingData, batch: int):
+        from pipeline.mnist import TASK
+        from pipeline.model import INFERENCE_BATCH
         from pipeline.train import compiled_model
 
         self.model = compiled_model(TASK, params, data)
-        self.batch, self.evaluation_batch = params.mnist.batch_size, EVALUATION_BATCH
+        self.batch, self.evaluation_batch = batch, INFERENCE_BATCH
 
     def train(self, x: np.ndarray, y: np.ndarray) -> None:
         self.model.fit(x, y, batch_size=self.batch, epochs=1, shuffle=False, verbose=0)
@@ -82,7 +104,7 @@ class Torch:
 
     name = "PyTorch"
 
-    def __init__(self, params: Params, data: TrainingData):
+    def __init__(self, params: Params, data: TrainingData, batch: int):
         import torch
 
         torch.manual_seed(params.mnist.seed)
@@ -101,7 +123,7 @@ class Torch:
         self.torch, self.net = torch, Net()
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=params.mnist.learning_rate)
         self.loss = torch.nn.CrossEntropyLoss()
-        self.batch = params.mnist.batch_size
+        self.batch = batch
 
     def train(self, x: np.ndarray, y: np.ndarray) -> None:
         inputs = self.torch.from_numpy(x.astype(np.float32) / 255)
@@ -112,12 +134,12 @@ class Torch:
             self.optimizer.step()
 
     def evaluate(self, x: np.ndarray) -> None:
-        from pipeline.mnist import EVALUATION_BATCH
+        from pipeline.model import INFERENCE_BATCH
 
         inputs = self.torch.from_numpy(x.astype(np.float32) / 255)
         with self.torch.inference_mode():
-            for start in range(0, len(x), EVALUATION_BATCH):
-                self.net(inputs[start : start + EVALUATION_BATCH])
+            for start in range(0, len(x), INFERENCE_BATCH):
+                self.net(inputs[start : start + INFERENCE_BATCH])
 
 
 def timed(action: Callable[[], None]) -> float:
@@ -126,17 +148,17 @@ def timed(action: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def throughput(params: Params, train_batches: int, evaluation_samples: int, repeats: int) -> dict:
+def throughput(params: Params, batch: int, train_batches: int, evaluation_samples: int, repeats: int) -> dict:
     """samples/s of each implementation, measured in turns; the first round of each is a warm-up."""
     from pipeline.prepare import load_split
 
     x, y = load_split(params.paths.mnist.prepared, "train")
-    x, y = x[: train_batches * params.mnist.batch_size], y[: train_batches * params.mnist.batch_size]
+    x, y = x[: train_batches * batch], y[: train_batches * batch]
     x_eval = load_split(params.paths.mnist.prepared, "test")[0][:evaluation_samples]
     data = TrainingData(train=Examples(x, y), validation=None, classes=10)
-    implementations: list = [Ours(params, data)]
+    implementations: list = [Ours(params, data, batch)]
     try:
-        implementations.append(Torch(params, data))
+        implementations.append(Torch(params, data, batch))
         torch_note = None
     except ImportError:
         torch_note = "torch is not installed (make bench installs torch==2.13.0)"
@@ -149,9 +171,10 @@ def throughput(params: Params, train_batches: int, evaluation_samples: int, repe
                 timings[implementation.name]["train"].append(train_seconds)
                 timings[implementation.name]["eval"].append(eval_seconds)
     flops = lstm_train_flops(x.shape[1], x.shape[2], params.mnist.units, 10)
-    limit = gemm_gflops(params.mnist.batch_size, x.shape[2] + params.mnist.units, 4 * params.mnist.units)
-    results = {"gemm_limit_gflops": limit, "gemm_limit_train_samples_per_s": limit * 1e9 / flops,
-               "torch": torch_note or "measured"}
+    gemm = gemm_gflops(batch, x.shape[2] + params.mnist.units, 4 * params.mnist.units)
+    limit = max(gemm.values())
+    results = {"batch_size": batch, "gemm_gflops": gemm, "gemm_limit_gflops": limit,
+               "gemm_limit_train_samples_per_s": limit * 1e9 / flops, "torch": torch_note or "measured"}
     for name, timing in timings.items():
         train_rate = median_rate(len(x), timing["train"])
         results[name] = {
@@ -166,6 +189,68 @@ def throughput(params: Params, train_batches: int, evaluation_samples: int, repe
         results["ratio_train"] = ours["train_samples_per_s"] / reference["train_samples_per_s"]
         results["ratio_eval"] = ours["eval_samples_per_s"] / reference["eval_samples_per_s"]
     return results
+
+
+def step_profile(params: Params, batch: int, repeats: int) -> dict:
+    """Where one training step of the pipeline's MNIST model spends its time.
+
+    The step (forward, gradients, Adam) is traced into one TensorFlow graph; its operations are counted
+    by type, the step is timed, and so is a graph of only its matrix products (the same shapes, on random
+    inputs). What is left is the cost of the hundreds of small operations between them: gate
+    activations, slicing, gradient plumbing, each a separate kernel call. The PyTorch reference runs the
+    whole 28-step sequence as one oneDNN kernel (``aten::mkldnn_rnn_layer``) and its backward as another.
+    """
+    import keras
+    import tensorflow as tf
+
+    from pipeline.mnist import TASK
+    from pipeline.prepare import load_split
+    from pipeline.train import compiled_model
+
+    x, y = load_split(params.paths.mnist.prepared, "validation")
+    x, y = tf.constant(x[:batch]), tf.constant(y[:batch].astype(np.int32))
+    data = TrainingData(train=Examples(x.numpy(), y.numpy()), validation=None, classes=10)
+    model = compiled_model(TASK, params, data)
+    loss_function = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def step(images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            loss = loss_function(labels, model(images, training=True))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        model.optimizer.apply(gradients, model.trainable_variables)
+        return loss
+
+    graph = step.get_concrete_function(x, y).graph
+    kinds: dict[str, int] = {}
+    for operation in graph.get_operations():
+        kinds[operation.type] = kinds.get(operation.type, 0) + 1
+    shapes = []
+    for operation in graph.get_operations():
+        if operation.type == "MatMul":
+            a, b = (tuple(t.shape) for t in operation.inputs)
+            shapes.append((a, b, operation.get_attr("transpose_a"), operation.get_attr("transpose_b")))
+    rng = np.random.default_rng(0)
+    operands = [(tf.constant(rng.random(a, dtype=np.float32)), tf.constant(rng.random(b, dtype=np.float32)), ta, tb)
+                for a, b, ta, tb in shapes]
+
+    @tf.function
+    def matmuls_only() -> tf.Tensor:
+        return tf.add_n([tf.reduce_sum(tf.matmul(a, b, transpose_a=ta, transpose_b=tb)[:1, :1])
+                         for a, b, ta, tb in operands])
+
+    def median_ms(action: Callable[[], object], calls: int = 20) -> float:
+        action()
+        return statistics.median(timed(lambda: [action() for _ in range(calls)]) for _ in range(repeats)) / calls * 1e3
+
+    step_ms = median_ms(lambda: step(x, y).numpy())
+    matmul_ms = median_ms(lambda: matmuls_only().numpy())
+    others = sum(kinds.values()) - kinds.get("MatMul", 0)
+    return {
+        "step_ms": step_ms, "matmul_ms": matmul_ms, "matmuls": kinds.get("MatMul", 0), "other_ops": others,
+        "other_ms_per_op": (step_ms - matmul_ms) / others * 1e3 if others else 0.0,
+        "top_ops": dict(sorted(kinds.items(), key=lambda item: -item[1])[:12]),
+    }
 
 
 def dvc_no_op(repeats: int) -> dict:
@@ -218,18 +303,84 @@ def fable_time_to_ceiling(params: Params) -> dict:
     return {"ceiling": ceiling, "reached": bool(reached), **reached, "epochs_allowed": params.fable.epochs}
 
 
-def training_peak_rss(params_file: str) -> dict:
-    """Peak RSS (MB) of each training stage, run as DVC runs it (MLflow logging included)."""
-    peaks = {}
-    for model in ("mnist", "fable"):
-        process = subprocess.Popen([sys.executable, "-m", "pipeline.train", model, "--params", params_file],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
-            raise RuntimeError(f"python -m pipeline.train {model} exited with {process.returncode}")
-        peaks[model] = usage.ru_maxrss / 1024  # Linux reports kilobytes
-    return peaks
+def full_repro(source: Path) -> dict:
+    """`dvc repro` in a fresh clone of ``source``'s last commit: wall time, peak RSS per stage, results.
+
+    The peak RSS of each stage is its process's VmHWM, sampled every 50 ms while it runs (the kernel keeps
+    the maximum, so sampling misses at most the growth of a stage's last 50 ms). The outputs' hashes are
+    compared with the committed dvc.lock: byte-reproducibility checked on every benchmark run.
+    """
+    import psutil
+    import yaml
+
+    with tempfile.TemporaryDirectory() as scratch:
+        clone = Path(scratch) / "clone"
+        subprocess.run(["git", "clone", "-q", str(source), str(clone)], check=True)
+        committed = yaml.safe_load((clone / "dvc.lock").read_text()) if (clone / "dvc.lock").exists() else None
+        (clone / "dvc.lock").unlink(missing_ok=True)  # from empty: nothing is up to date
+        peaks: dict[str, float] = {}
+        start = time.perf_counter()
+        dvc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=clone,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        watcher = psutil.Process(dvc.pid)
+        while dvc.poll() is None:
+            for child in _children(watcher):
+                stage = _stage_name(child)
+                if stage:
+                    peaks[stage] = max(peaks.get(stage, 0.0), _vm_hwm_mb(child.pid))
+            time.sleep(0.05)
+        output = dvc.communicate()[0]
+        seconds = time.perf_counter() - start
+        if dvc.returncode != 0:
+            raise RuntimeError(f"dvc repro in a fresh clone failed:\n{output}")
+        produced = yaml.safe_load((clone / "dvc.lock").read_text())
+        metrics = {name: json.loads((clone / "metrics" / f"{name}.json").read_text()) for name in ("mnist", "fable")}
+    return {
+        "wall_s": seconds,
+        "peak_rss_mb": peaks,
+        "mnist_test_accuracy": metrics["mnist"]["test_accuracy"],
+        "fable_accuracy": metrics["fable"]["accuracy"],
+        "fable_ceiling": metrics["fable"]["ceiling"],
+        "outputs_match_committed_dvc_lock": None if committed is None else _outs(produced) == _outs(committed),
+    }
+
+
+def _children(process) -> list:
+    import psutil
+
+    try:
+        return process.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _stage_name(process) -> str | None:
+    """``train mnist`` for ``python -m pipeline.train mnist``."""
+    import psutil
+
+    try:
+        command = process.cmdline()
+    except psutil.Error:
+        return None
+    if "-m" in command and command.index("-m") + 1 < len(command):
+        module = command[command.index("-m") + 1]
+        if module.startswith("pipeline."):
+            return " ".join([module.removeprefix("pipeline."), *command[command.index("-m") + 2:]]).strip()
+    return None
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _outs(lock: dict) -> dict:
+    return {name: [(out["path"], out.get("md5")) for out in stage.get("outs", [])] for name, stage in lock["stages"].items()}
 
 
 def table(results: dict) -> str:
@@ -244,8 +395,14 @@ def table(results: dict) -> str:
     t = results["throughput"]
     if "ratio_train" in t:
         lines.append(f"ours / PyTorch: train {t['ratio_train']:.2f}×, eval {t['ratio_eval']:.2f}×")
-    lines.append(f"GEMM limit {t['gemm_limit_gflops']:.0f} GFLOP/s ≈ {t['gemm_limit_train_samples_per_s']:,.0f} "
-                 "training samples/s")
+    lines.append(f"batch {t['batch_size']}; float32 GEMM at the step's shape: "
+                 + ", ".join(f"{k} {v:.0f}" for k, v in t["gemm_gflops"].items())
+                 + f" GFLOP/s; limit ≈ {t['gemm_limit_train_samples_per_s']:,.0f} training samples/s")
+    if "profile" in results:
+        p = results["profile"]
+        lines.append(f"one training step (batch {t['batch_size']}): {p['step_ms']:.1f} ms; its {p['matmuls']} matrix "
+                     f"products alone {p['matmul_ms']:.1f} ms; the other {p['other_ops']:,} graph operations "
+                     f"≈ {p['other_ms_per_op']:.1f} µs each")
     if "dvc" in results:
         d = results["dvc"]
         lines.append(f"no-op dvc repro {d['pipeline_no_op_repro_s']:.2f} s vs DVC floor "
@@ -254,8 +411,13 @@ def table(results: dict) -> str:
         f = results["fable"]
         lines.append(f"fable reaches its ceiling {f['ceiling']:.4f}: " + (
             f"epoch {f['epoch']}, {f['seconds']:.1f} s" if f["reached"] else f"not within {f['epochs_allowed']} epochs"))
-    if "peak_rss_mb" in results:
-        lines.append("peak RSS of training: " + ", ".join(f"{k} {v:,.0f} MB" for k, v in results["peak_rss_mb"].items()))
+    if "repro" in results:
+        r = results["repro"]
+        lines.append(f"full dvc repro from empty: {r['wall_s'] / 60:.0f} min {r['wall_s'] % 60:02.0f} s; "
+                     f"MNIST test_accuracy {r['mnist_test_accuracy']:.4f}, fable {r['fable_accuracy']:.4f} "
+                     f"(ceiling {r['fable_ceiling']:.4f}); outputs match the committed dvc.lock: "
+                     f"{r['outputs_match_committed_dvc_lock']}")
+        lines.append("peak RSS: " + ", ".join(f"{stage} {mb:,.0f} MB" for stage, mb in sorted(r["peak_rss_mb"].items())))
     return "\n".join(lines) + "\n"
 
 
@@ -265,18 +427,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per measurement (median)")
     parser.add_argument("--train-batches", type=int, default=50, help="batches per timed training round")
     parser.add_argument("--eval-samples", type=int, default=10_000)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["dvc", "fable", "rss"],
-                        help="leave out slower parts (rss retrains both models)")
+    parser.add_argument("--batch", type=int, help="training batch (default: mnist.batch_size of params.yaml)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["dvc", "fable", "repro"],
+                        help="leave out slower parts (repro runs the whole pipeline in a fresh clone)")
     parser.add_argument("--output", default="bench/results.json")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    results: dict = {"throughput": throughput(params, args.train_batches, args.eval_samples, args.repeats)}
+    batch = args.batch or params.mnist.batch_size
+    results: dict = {"throughput": throughput(params, batch, args.train_batches, args.eval_samples, args.repeats)}
+    results["profile"] = step_profile(params, batch, args.repeats)
     if "dvc" not in args.skip:
         results["dvc"] = dvc_no_op(args.repeats)
     if "fable" not in args.skip:
         results["fable"] = fable_time_to_ceiling(params)
-    if "rss" not in args.skip:
-        results["peak_rss_mb"] = training_peak_rss(args.params)
+    if "repro" not in args.skip:
+        results["repro"] = full_repro(Path.cwd())
     results["table"] = table(results)
     write_json(args.output, results)
     print(results["table"], end="")

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from pipeline.config import Params
-from pipeline.model import logits_loss, recurrent_classifier
+from pipeline.model import INFERENCE_BATCH, logits_loss, recurrent_classifier
 from pipeline.prepare import load_split
 from pipeline.reports import confusion_matrix
 from pipeline.tasks import Evaluation, Examples, Task, TrainingData
@@ -20,7 +20,6 @@ from pipeline.tasks import Evaluation, Examples, Task, TrainingData
 CLASSES = 10
 # The seed's own figure was the accuracy on the first 128 test images only.
 SEED_REPORTED_IMAGES = 128
-EVALUATION_BATCH = 2000  # inference only: a large batch is faster and changes no result
 
 
 def load_training_data(params: Params) -> TrainingData:
@@ -47,7 +46,7 @@ def build_model(params: Params, data: TrainingData) -> keras.Model:
 
 def evaluate(params: Params, model: keras.Model) -> Evaluation:
     images, labels = load_split(params.paths.mnist.prepared, "test")
-    logits = model.predict(images, batch_size=EVALUATION_BATCH, verbose=0)
+    logits = model.predict(images, batch_size=INFERENCE_BATCH, verbose=0)
     predicted = logits.argmax(axis=1)
     correct = predicted == labels
     metrics = {

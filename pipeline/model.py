@@ -22,6 +22,8 @@ from pipeline.files import STORAGE_ERRORS, output_error, write_bytes
 # (memory addresses) into config.json as `shared_object_id`; all are pinned or renumbered so that the
 # archive's bytes depend on the model only and `dvc repro -f` leaves dvc.lock unchanged.
 _FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+# Inference only (validation, evaluation): a large batch is faster and changes no prediction.
+INFERENCE_BATCH = 2000
 _FIXED_DATE_SAVED = "1980-01-01@00:00:00"
 
 

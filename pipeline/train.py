@@ -28,10 +28,10 @@ from pipeline import model as model_module
 from pipeline.config import Params, Training, load_params
 from pipeline.errors import PipelineError
 from pipeline.files import write_bytes
-from pipeline.model import save_model, seed_everything
+from pipeline.model import INFERENCE_BATCH, save_model, seed_everything
 from pipeline.reports import training_curves
 from pipeline.stage import run_stage, stage_parser
-from pipeline.tasks import TASK_NAMES, Task, TrainingData, get_task
+from pipeline.tasks import TASK_NAMES, Examples, Task, TrainingData, get_task
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -115,9 +115,33 @@ def _restore(model: keras.Model, state: checkpoint.Checkpoint) -> None:
             variable.assign(value)
 
 
-class _OneEpoch(keras.callbacks.Callback):
+def epoch_batches(examples: Examples, seed: int, epochs: range, batch_size: int) -> tf.data.Dataset:
+    """The training batches of ``epochs``, one after the other, each epoch in its ``epoch_order``.
+
+    One dataset for the whole run: ``fit`` is called once (a call per epoch cost seconds of set-up each),
+    and no batch straddles two epochs.
+    """
+    orders = np.stack([epoch_order(seed, epoch, len(examples)) for epoch in epochs])
+    x, y = tf.constant(examples.x), tf.constant(examples.y)
+    batches = tf.data.Dataset.from_tensor_slices(orders).flat_map(
+        lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+    return batches.map(lambda index: (tf.gather(x, index), tf.gather(y, index))).prefetch(tf.data.AUTOTUNE)
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Writes the checkpoint at every epoch's end, after the history (listed before it) is written."""
+
+    def __init__(self, path: str, fingerprint: dict[str, str], history: HistoryWriter, run_id: str | None):
+        super().__init__()
+        self.path, self.fingerprint, self.history, self.run_id = path, fingerprint, history, run_id
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.model.stop_training = True
+        checkpoint.save(self.path, checkpoint.Checkpoint(
+            epoch=epoch + 1, fingerprint=self.fingerprint, history=self.history.rows, run_id=self.run_id,
+            model=[v.numpy() for v in self.model.variables],
+            optimizer=[v.numpy() for v in self.model.optimizer.variables],
+        ))
+        faults.after_checkpoint(epoch + 1)
 
 
 def train(task: Task, params: Params, callbacks: Sequence[keras.callbacks.Callback] = (),
@@ -135,27 +159,21 @@ def train(task: Task, params: Params, callbacks: Sequence[keras.callbacks.Callba
     if resume is not None:
         _restore(model, resume)
         first_epoch = resume.epoch
-    key = resume.fingerprint if resume else fingerprint(task, params)
-    validation = (data.validation.x, data.validation.y) if data.validation is not None else None
-    for epoch in range(first_epoch, training.epochs):
-        order = epoch_order(training.seed, epoch, len(data.train))
-        model.fit(
-            data.train.x[order],
-            data.train.y[order],
-            batch_size=training.batch_size,
-            initial_epoch=epoch,
-            epochs=training.epochs,  # so that Keras prints "Epoch 3/15"; _OneEpoch stops after this one
-            validation_data=validation,
-            shuffle=False,  # shuffled above, reproducibly
-            # One line per epoch when logged to a file or by DVC; a progress bar in a terminal.
-            verbose=1 if sys.stdout.isatty() else 2,
-            callbacks=[history, *callbacks, _OneEpoch()],
-        )
-        checkpoint.save(paths.checkpoint, checkpoint.Checkpoint(
-            epoch=epoch + 1, fingerprint=key, history=history.rows, run_id=run_id,
-            model=[v.numpy() for v in model.variables], optimizer=[v.numpy() for v in model.optimizer.variables],
-        ))
-        faults.after_checkpoint(epoch + 1)
+    if first_epoch == training.epochs:
+        return model
+    saver = Checkpointer(paths.checkpoint, resume.fingerprint if resume else fingerprint(task, params), history, run_id)
+    model.fit(
+        epoch_batches(data.train, training.seed, range(first_epoch, training.epochs), training.batch_size),
+        steps_per_epoch=math.ceil(len(data.train) / training.batch_size),
+        initial_epoch=first_epoch,
+        epochs=training.epochs,
+        validation_data=(data.validation.x, data.validation.y) if data.validation is not None else None,
+        validation_batch_size=INFERENCE_BATCH,
+        shuffle=False,  # the batches come shuffled, reproducibly
+        # One line per epoch when logged to a file or by DVC; a progress bar in a terminal.
+        verbose=1 if sys.stdout.isatty() else 2,
+        callbacks=[history, *callbacks, saver],
+    )
     return model
 
 
