@@ -326,8 +326,9 @@ def full_repro(source: Path) -> dict:
         while dvc.poll() is None:
             for child in _children(watcher):
                 stage = _stage_name(child)
-                if stage:
-                    peaks[stage] = max(peaks.get(stage, 0.0), _vm_hwm_mb(child.pid))
+                peak = _vm_hwm_mb(child.pid) if stage else 0.0
+                if peak:  # 0: the process ended between the two reads
+                    peaks[stage] = max(peaks.get(stage, 0.0), peak)
             time.sleep(0.05)
         output = dvc.communicate()[0]
         seconds = time.perf_counter() - start

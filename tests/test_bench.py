@@ -24,6 +24,6 @@ def test_benchmark_writes_its_json(trained_copy):
     assert results["fable"]["epochs_allowed"] == 2
     repro = results["repro"]  # a fresh clone of the shrunken project, run from empty
     assert repro["wall_s"] > 0 and {"train mnist", "train fable"} <= set(repro["peak_rss_mb"])
-    assert all(mb > 50 for mb in repro["peak_rss_mb"].values())  # a Python process, not the launcher
+    assert repro["peak_rss_mb"]["train mnist"] > 200  # TensorFlow's process, not the launcher
     assert 0 <= repro["mnist_test_accuracy"] <= 1 and repro["fable_ceiling"] > 0
     assert "| pipeline (Keras) |" in results["table"]
