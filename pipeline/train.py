@@ -6,7 +6,8 @@ Run::
     python -m pipeline.train fable
 
 The task (pipeline.mnist or pipeline.fable) supplies data and network; this module seeds, compiles,
-fits epoch by epoch, writes the per-epoch history where ``dvc plots`` reads it, saves the model as a
+fits, writes the per-epoch history where ``dvc plots`` reads it, checkpoints every epoch
+(pipeline.checkpoint) so that a killed run resumes to the same bytes, saves the model as a
 timestamp-free ``.keras`` archive, and records all of it as one MLflow run (pipeline.tracking).
 """
 
