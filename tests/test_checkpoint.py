@@ -177,3 +177,17 @@ def test_kill_9_from_outside_while_dvc_runs_the_stage(trained_project, tmp_path)
     assert "resuming mnist training after epoch" in resumed.stdout
     for name in ("models/mnist.keras", "metrics/mnist_history.csv"):
         assert (project.root / name).read_bytes() == (reference.root / name).read_bytes(), name
+
+
+def test_a_checkpoint_from_other_params_is_discarded_by_the_next_repro(uninterrupted, tmp_path):
+    project = interrupted_copy(uninterrupted, tmp_path)
+    project.run(sys.executable, "-m", "dvc", "repro", "-s", "-f", "train_mnist", check=False,
+                env_extra={"PIPELINE_KILL_AT": "2:checkpoint"})
+    assert (project.root / "checkpoints" / "mnist.npz").exists()
+    project.edit_params(lambda raw: raw["mnist"].update(learning_rate=raw["mnist"]["learning_rate"] / 2))
+    rerun = project.dvc("repro", "train_mnist")
+    assert ("checkpoints/mnist.npz: discarding the checkpoint of epoch 2, it was written with different params; "
+            "training starts over") in rerun.stdout
+    assert "resuming" not in rerun.stdout
+    assert len((project.root / "metrics" / "mnist_history.csv").read_text().splitlines()) == 1 + EPOCHS
+    assert not (project.root / "checkpoints" / "mnist.npz").exists()
