@@ -225,9 +225,9 @@ def step_profile(params: Params, batch: int, repeats: int) -> dict:
     from pipeline.prepare import load_split
     from pipeline.train import compiled_model
 
-    x, y = load_split(params.paths.mnist.prepared, "validation")
-    x, y = tf.constant(x[:batch]), tf.constant(y[:batch].astype(np.int32))
-    data = TrainingData(train=Examples(x.numpy(), y.numpy()), validation=None, classes=10)
+    images, labels = load_split(params.paths.mnist.prepared, "validation")
+    data = TrainingData(train=Examples(images[:batch], labels[:batch]), validation=None, classes=10)
+    x, y = tf.constant(data.train.x), tf.constant(data.train.y.astype(np.int32))
     model = compiled_model(TASK, params, data)
     loss_function = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.files import sha256_file, write_bytes
+from pipeline.files import file_digest, write_bytes
 
 FORMAT = 1
 _META = "meta.json"
@@ -60,12 +60,8 @@ def fingerprint(params: Mapping[str, Any], inputs: Sequence[Path], code: Sequenc
 
 def _files_digest(paths: Sequence[Path]) -> str:
     """By content and name, wherever the workspace is (DVC runs queued experiments in a copy)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            digest.update(f"{file.relative_to(path.parent)}\0{sha256_file(file)}\n".encode())
-    return digest.hexdigest()
+    listing = "".join(f"{path.name}\0{file_digest(path)}\n" for path in paths)
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def save(path: str | Path, checkpoint: Checkpoint) -> None:

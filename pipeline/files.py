@@ -15,7 +15,7 @@ from typing import IO, Any
 from pipeline.errors import PipelineError
 
 # Errors of the storage itself, as opposed to errors of whatever the caller writes (a dropped download).
-STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO}
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO}
 
 
 class OutputError(PipelineError):
@@ -30,28 +30,31 @@ def atomic_output(path: str | Path) -> Iterator[IO[bytes]]:
     full disk (or quota, or read-only file system) becomes an :class:`OutputError` naming ``path``.
     """
     path = Path(path)
-    try:
+    with naming_storage_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    except OSError as error:
-        raise output_error(path, error) from error
+        try:
+            with handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(handle.name, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(handle.name)
+            raise
+
+
+@contextlib.contextmanager
+def naming_storage_errors(path: Path) -> Iterator[None]:
+    """Turn a storage error (disk full, quota, read-only...) while writing ``path`` into an OutputError."""
     try:
-        with handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(handle.name)
-        if isinstance(error, OSError) and error.errno in STORAGE_ERRORS:
-            raise output_error(path, error) from error
-        raise
-
-
-def output_error(path: Path, error: OSError) -> OutputError:
-    kept = "the previous file is unchanged" if path.exists() else "nothing was written"
-    return OutputError(f"{path}: cannot write it: {error.strerror or error}; {kept}")
+        yield
+    except OSError as error:
+        if error.errno not in _STORAGE_ERRORS:
+            raise
+        kept = "the previous file is unchanged" if path.exists() else "nothing was written"
+        raise OutputError(f"{path}: cannot write it: {error.strerror or error}; {kept}") from error
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -68,6 +71,15 @@ def write_json(path: str | Path, value: Any) -> None:
 def read_json(path: str | Path) -> Any:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file (what `sha256sum` prints), or of a directory's relative names and file digests."""
+    if not path.is_dir():
+        return sha256_file(path)
+    listing = "".join(f"{file.relative_to(path)}\0{sha256_file(file)}\n"
+                      for file in sorted(p for p in path.rglob("*") if p.is_file()))
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def sha256_file(path: str | Path) -> str:

@@ -16,15 +16,15 @@ import tensorflow as tf
 
 from pipeline.config import Training
 from pipeline.errors import PipelineError
-from pipeline.files import STORAGE_ERRORS, output_error, write_bytes
+from pipeline.files import naming_storage_errors, write_bytes
 
 # Keras writes the save time into metadata.json and every zip entry, and Python object ids
 # (memory addresses) into config.json as `shared_object_id`; all are pinned or renumbered so that the
 # archive's bytes depend on the model only and `dvc repro -f` leaves dvc.lock unchanged.
 _FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+_FIXED_DATE_SAVED = "1980-01-01@00:00:00"
 # Inference only (validation, evaluation): a large batch is faster and changes no prediction.
 INFERENCE_BATCH = 2000
-_FIXED_DATE_SAVED = "1980-01-01@00:00:00"
 
 
 class ModelError(PipelineError):
@@ -53,12 +53,8 @@ def save_model(model: keras.Model, path: str | Path) -> None:
     """``model`` as a .keras archive with no timestamp in it, written atomically."""
     with tempfile.TemporaryDirectory() as scratch:
         saved = os.path.join(scratch, "model.keras")
-        try:
+        with naming_storage_errors(Path(path)):
             model.save(saved)
-        except OSError as error:
-            if error.errno in STORAGE_ERRORS:
-                raise output_error(Path(path), error) from error
-            raise
         write_bytes(path, _without_timestamps(Path(saved).read_bytes()))
 
 

@@ -32,7 +32,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import Params
-from pipeline.files import sha256_file
+from pipeline.files import file_digest
 from pipeline.tasks import Task
 
 STORE_FILE = "mlflow.db"
@@ -123,15 +123,6 @@ def provenance_tags(params_flat: Mapping[str, Any], input_files: Mapping[str, Pa
     return tags
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file (what `sha256sum` prints), or of a directory's relative names and file digests."""
-    if not path.is_dir():
-        return sha256_file(path)
-    listing = "".join(f"{file.relative_to(path)}\0{sha256_file(file)}\n"
-                      for file in sorted(p for p in path.rglob("*") if p.is_file()))
-    return hashlib.sha256(listing.encode()).hexdigest()
-
-
 @contextlib.contextmanager
 def run_status_on_exit() -> Iterator[None]:
     """End the active run KILLED on Ctrl-C or SIGTERM (what DVC sends), FAILED on any other error."""
@@ -176,11 +167,11 @@ class EpochLogger(keras.callbacks.Callback):
     """Per-epoch ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy`` to the active run (step = epoch)."""
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        mlflow.log_metrics({name: float(value) for name, value in (logs or {}).items()}, step=epoch + 1)
+        log_history([{"epoch": epoch + 1, **(logs or {})}])
 
 
 def log_history(rows: Sequence[Mapping[str, float]]) -> None:
-    """Epochs a previous attempt completed (from its checkpoint), so the resumed run has every epoch."""
+    """Per-epoch metrics of history rows (``epoch`` is the step): live, or from a checkpoint when resuming."""
     for row in rows:
         mlflow.log_metrics({name: float(value) for name, value in row.items() if name != "epoch"}, step=int(row["epoch"]))
 

@@ -97,9 +97,9 @@ def fingerprint(task: Task, params: Params) -> dict[str, str]:
     )
 
 
-def resume_point(task: Task, params: Params) -> checkpoint.Checkpoint | None:
-    """The checkpoint an interrupted run of this very configuration left, if any."""
-    state = checkpoint.load(params.paths_of(task.name).checkpoint, fingerprint(task, params))
+def resume_point(task: Task, params: Params, key: dict[str, str]) -> checkpoint.Checkpoint | None:
+    """The checkpoint an interrupted run of this very configuration (``key``: its fingerprint) left, if any."""
+    state = checkpoint.load(params.paths_of(task.name).checkpoint, key)
     if state is not None:
         print(f"resuming {task.name} training after epoch {state.epoch} "
               f"from {params.paths_of(task.name).checkpoint} (MLflow run {state.run_id})")
@@ -146,10 +146,11 @@ class Checkpointer(keras.callbacks.Callback):
 
 
 def train(task: Task, params: Params, callbacks: Sequence[keras.callbacks.Callback] = (),
-          resume: checkpoint.Checkpoint | None = None, run_id: str | None = None) -> keras.Model:
+          resume: checkpoint.Checkpoint | None = None, run_id: str | None = None,
+          key: dict[str, str] | None = None) -> keras.Model:
     """Fit ``task``'s model as params.yaml says and return it, checkpointing after every epoch.
 
-    With ``resume``, training continues after the checkpoint's epoch with its weights, optimizer and
+    ``key`` is the run's :func:`fingerprint` (computed here if not given). With ``resume``, training continues after the checkpoint's epoch with its weights, optimizer and
     random state: the result is the same, to the byte, as a run that was never interrupted.
     """
     training, paths = params.training(task.name), params.paths_of(task.name)
@@ -162,7 +163,7 @@ def train(task: Task, params: Params, callbacks: Sequence[keras.callbacks.Callba
         first_epoch = resume.epoch
     if first_epoch == training.epochs:
         return model
-    saver = Checkpointer(paths.checkpoint, resume.fingerprint if resume else fingerprint(task, params), history, run_id)
+    saver = Checkpointer(paths.checkpoint, key or fingerprint(task, params), history, run_id)
     model.fit(
         epoch_batches(data.train, training.seed, range(first_epoch, training.epochs), training.batch_size),
         steps_per_epoch=math.ceil(len(data.train) / training.batch_size),
@@ -185,12 +186,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     with run_stage(f"train {args.model}"):
         params = load_params(args.params)
         task, paths = get_task(args.model), params.paths_of(args.model)
-        resume = resume_point(task, params)
+        key = fingerprint(task, params)
+        resume = resume_point(task, params, key)
         with tracking.training_run(task, params, resumes=resume.run_id if resume else None) as run:
             if resume is not None:
                 tracking.log_history(resume.history)
                 mlflow.set_tag("pipeline.resumed_after_epoch", resume.epoch)
-            model = train(task, params, [tracking.EpochLogger(), *faults.callbacks()], resume, run.info.run_id)
+            model = train(task, params, [tracking.EpochLogger(), *faults.callbacks()], resume, run.info.run_id, key)
             save_model(model, paths.model)
             tracking.log_trained_model(model, Path(paths.model), [paths.history, *task.extra_artifacts(params)])
             mlflow.log_figure(training_curves(Path(paths.history), f"{task.name} training"), "plots/training_curves.png")
