@@ -71,7 +71,9 @@ def postgres() -> Iterator[str]:
     as_user: list[str] = []
     directory = Path(tempfile.mkdtemp(prefix="pg-", dir="/tmp"))
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        as_user = ["runuser", "-u", "postgres", "--"]
+        # runuser lives in /usr/sbin (util-linux), which a non-login PATH may leave out
+        runuser = shutil.which("runuser", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin") or "runuser"
+        as_user = [runuser, "-u", "postgres", "--"]
         shutil.chown(directory, "postgres")
     data, port = directory / "data", free_port()
     run = lambda *command: subprocess.run([*as_user, *command], capture_output=True, text=True, timeout=120)  # noqa: E731
