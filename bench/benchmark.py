@@ -90,9 +90,10 @@ class Ours:
 
     def __init__(self, params: Params, data: TrainingData, batch: int):
         from pipeline.mnist import TASK
-        from pipeline.model import INFERENCE_BATCH
+        from pipeline.model import INFERENCE_BATCH, use_cores
         from pipeline.train import compiled_model
 
+        use_cores(params.mnist.parallel_slices)  # as the train stage does, before TensorFlow starts
         self.model = compiled_model(TASK, params, data)
         self.batch, self.evaluation_batch = batch, INFERENCE_BATCH
 

@@ -128,6 +128,10 @@ class Training(_Frozen):
     batch_size: PositiveInt
     epochs: PositiveInt
     seed: NonNegativeInt
+    # The LSTM runs on this many consecutive slices of each batch side by side, one per core, with the
+    # same weights: the model computes the same function, but the cores no longer split each small
+    # operation of the 28-step recurrence between them (1: the whole batch as one sequence of operations).
+    parallel_slices: PositiveInt
 
 
 class Mnist(Training):

@@ -37,14 +37,79 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def use_cores(parallel_slices: int) -> None:
+    """Give each of ``parallel_slices`` slices its share of this process's cores: TensorFlow's intra-op
+    threads = cores // slices (the slices themselves run side by side on its inter-op threads).
+
+    Process-wide, and only possible before TensorFlow first runs an operation: the stages call it first
+    thing; in a process that already ran TensorFlow (a test, a notebook) the setting in force is kept.
+    """
+    if parallel_slices == 1:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, cores // parallel_slices))
+    except RuntimeError:  # TensorFlow is already initialised in this process
+        pass
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class BatchSlices(keras.layers.Layer):
+    """The batch cut into ``parts`` consecutive slices of equal size, for layers to run on side by side.
+
+    A batch that ``parts`` does not divide is first padded with copies of its last example, so that no
+    slice is empty (a single image still goes through); :class:`BatchJoin` drops the padding again.
+    """
+
+    def __init__(self, parts: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.parts = parts
+
+    def call(self, x: tf.Tensor) -> list[tf.Tensor]:
+        padding = -keras.ops.shape(x)[0] % self.parts
+        padded = keras.ops.concatenate([x, keras.ops.repeat(x[-1:], padding, axis=0)], axis=0)
+        return keras.ops.split(padded, self.parts, axis=0)
+
+    def compute_output_shape(self, input_shape: tuple) -> list[tuple]:
+        return [(None, *input_shape[1:])] * self.parts
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "parts": self.parts}
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class BatchJoin(keras.layers.Layer):
+    """The outputs of :class:`BatchSlices`' slices joined in batch order, without its padding.
+
+    Called on ``[*slice_outputs, batch]``: the last input, the batch before slicing, gives the size to keep.
+    """
+
+    def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
+        *outputs, batch = inputs
+        return keras.ops.concatenate(outputs, axis=0)[: keras.ops.shape(batch)[0]]
+
+    def compute_output_shape(self, input_shapes: list[tuple]) -> tuple:
+        return (None, *input_shapes[0][1:])
+
+
 def recurrent_classifier(inputs: keras.KerasTensor, sequence: keras.KerasTensor, training: Training,
                          classes: int, name: str) -> keras.Model:
-    """``training.layers`` stacked LSTMs over ``sequence``; the last step's output -> ``classes`` logits."""
-    x = sequence
-    for index in range(training.layers):
-        # unroll: the sequences are short (28 rows, a few words) and the unrolled graph is faster on CPU.
-        last = index == training.layers - 1
-        x = keras.layers.LSTM(training.units, return_sequences=not last, unroll=True, name=f"lstm_{index + 1}")(x)
+    """``training.layers`` stacked LSTMs over ``sequence``; the last step's output -> ``classes`` logits.
+
+    With ``training.parallel_slices`` > 1 the LSTM stack runs on that many slices of the batch, with shared
+    weights, and the last outputs are joined in batch order before the dense layer: every example gets the
+    same output as without slicing (up to float rounding).
+    """
+    # unroll: the sequences are short (28 rows, a few words) and the unrolled graph is faster on CPU.
+    stack = [keras.layers.LSTM(training.units, return_sequences=index < training.layers - 1, unroll=True,
+                               name=f"lstm_{index + 1}") for index in range(training.layers)]
+    slices = [sequence] if training.parallel_slices == 1 else BatchSlices(training.parallel_slices, name="slices")(sequence)
+    outputs = []
+    for x in slices:
+        for lstm in stack:
+            x = lstm(x)
+        outputs.append(x)
+    x = outputs[0] if len(outputs) == 1 else BatchJoin(name="joined")([*outputs, sequence])
     logits = keras.layers.Dense(classes, name="logits")(x)
     return keras.Model(inputs, logits, name=name)
 

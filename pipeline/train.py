@@ -29,7 +29,7 @@ from pipeline import model as model_module
 from pipeline.config import Params, Training, load_params
 from pipeline.errors import PipelineError
 from pipeline.files import write_bytes
-from pipeline.model import INFERENCE_BATCH, save_model, seed_everything
+from pipeline.model import INFERENCE_BATCH, save_model, seed_everything, use_cores
 from pipeline.reports import training_curves
 from pipeline.stage import run_stage, stage_parser
 from pipeline.tasks import TASK_NAMES, Examples, Task, TrainingData, get_task
@@ -186,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with run_stage(f"train {args.model}"):
         params = load_params(args.params)
         task, paths = get_task(args.model), params.paths_of(args.model)
+        use_cores(params.training(task.name).parallel_slices)
         key = fingerprint(task, params)
         resume = resume_point(task, params, key)
         with tracking.training_run(task, params, resumes=resume.run_id if resume else None) as run:

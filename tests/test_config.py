@@ -38,6 +38,7 @@ BAD_VALUES = [
     (lambda r: r["data"]["mnist"].__setitem__("mirrors", []), r"data\.mnist\.mirrors: "),
     (lambda r: r["paths"]["mnist"].pop("raw"), r"paths\.mnist\.raw: missing"),
     (lambda r: r["fable"].__setitem__("n_input", 3.0), r"fable\.n_input: .*got 3\.0 \(float\)"),
+    (lambda r: r["mnist"].__setitem__("parallel_slices", 0), r"params\.yaml: mnist\.parallel_slices: .*greater than 0, got 0"),
 ]
 
 

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from pipeline.config import parse_params
-from pipeline.model import ModelError, load_model, logits_loss, recurrent_classifier, save_model, seed_everything
+from pipeline.model import (ModelError, load_model, logits_loss, recurrent_classifier, save_model, seed_everything,
+                            use_cores)
 
 
-def small_model(raw) -> keras.Model:
-    raw["mnist"].update(units=4, layers=2)
+def small_model(raw, parallel_slices: int = 1) -> keras.Model:
+    raw["mnist"].update(units=4, layers=2, parallel_slices=parallel_slices)
     seed_everything(0)
     inputs = keras.Input(shape=(5, 3), name="steps")
     return recurrent_classifier(inputs, inputs, parse_params(raw).mnist, classes=4, name="small")
@@ -47,6 +48,49 @@ def test_reloaded_model_predicts_the_same(raw, tmp_path):
     save_model(model, tmp_path / "m.keras")
     x = np.random.default_rng(0).random((2, 5, 3)).astype("float32")
     np.testing.assert_array_equal(load_model(tmp_path / "m.keras").predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_batch_slices_give_every_example_the_output_of_the_whole_batch(raw, tmp_path, parts):
+    whole, sliced = small_model(copy.deepcopy(raw)), small_model(copy.deepcopy(raw), parallel_slices=parts)
+    assert [layer.name for layer in sliced.layers][1:] == ["slices", "lstm_1", "lstm_2", "joined", "logits"]
+    assert len(sliced.weights) == len(whole.weights)  # the slices share one LSTM stack
+    sliced.set_weights(whole.get_weights())
+    x = np.random.default_rng(1).random((7, 5, 3)).astype("float32")
+    for size in (1, 2, 6, 7):  # fewer examples than slices, divisible and not (padded, then trimmed)
+        expected = whole.predict(x[:size], verbose=0)
+        # equal up to float rounding: a matrix product may sum in another order for another batch size
+        np.testing.assert_allclose(sliced.predict(x[:size], verbose=0), expected, rtol=1e-5, atol=1e-6)
+    save_model(sliced, tmp_path / "sliced.keras")  # registered layers: loadable in safe mode
+    reloaded = load_model(tmp_path / "sliced.keras")
+    assert reloaded.get_layer("slices").parts == parts
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), sliced.predict(x, verbose=0))
+
+
+def test_sliced_training_follows_the_same_gradient(raw):
+    # The slices' gradients add up to the whole batch's: one step from the same weights lands on the same weights.
+    import tensorflow as tf
+
+    whole, sliced = small_model(copy.deepcopy(raw)), small_model(copy.deepcopy(raw), parallel_slices=2)
+    sliced.set_weights(whole.get_weights())
+    x = tf.constant(np.random.default_rng(2).random((6, 5, 3)).astype("float32"))
+    y = tf.constant([0, 1, 2, 3, 0, 1])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    gradients = []
+    for model in (whole, sliced):
+        with tf.GradientTape() as tape:
+            value = loss(y, model(x, training=True))
+        gradients.append(tape.gradient(value, model.trainable_weights))
+    for a, b in zip(*gradients, strict=True):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_use_cores_keeps_the_setting_of_a_process_where_tensorflow_runs():
+    import tensorflow as tf
+
+    before = tf.config.threading.get_intra_op_parallelism_threads()
+    use_cores(2)  # TensorFlow has run in this test process: no error, nothing changed
+    assert tf.config.threading.get_intra_op_parallelism_threads() == before
 
 
 def test_lambda_layers_are_refused(tmp_path):
