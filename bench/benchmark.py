@@ -90,12 +90,12 @@ class Ours:
 
     def __init__(self, params: Params, data: TrainingData, batch: int):
         from pipeline.mnist import TASK
-        from pipeline.model import INFERENCE_BATCH, use_cores
+        from pipeline.model import logits_function, use_cores
         from pipeline.train import compiled_model
 
         use_cores(params.mnist.parallel_slices)  # as the train stage does, before TensorFlow starts
         self.model = compiled_model(TASK, params, data)
-        self.batch, self.evaluation_batch = batch, INFERENCE_BATCH
+        self.batch, self.logits = batch, logits_function(self.model)
 
     def train(self, x: np.ndarray, y: np.ndarray) -> float:
         """Seconds for the batches after the first: ``fit``'s set-up is paid once per training run, not per step."""
@@ -111,7 +111,7 @@ class Ours:
         return marks[-1] - marks[0]
 
     def evaluate(self, x: np.ndarray) -> None:
-        self.model.predict(x, batch_size=self.evaluation_batch, verbose=0)
+        self.logits(x)  # as the evaluate stage does
 
 
 class Torch:
@@ -211,18 +211,19 @@ def throughput(params: Params, batch: int, train_batches: int, evaluation_sample
 
 
 def step_profile(params: Params, batch: int, repeats: int) -> dict:
-    """Where one training step of the pipeline's MNIST model spends its time.
+    """Where the pipeline's MNIST model spends its time: one training step, and one inference batch.
 
-    The step (forward, gradients, Adam) is traced into one TensorFlow graph; its operations are counted
-    by type, the step is timed, and so is a graph of only its matrix products (the same shapes, on random
-    inputs). What is left is the cost of the hundreds of small operations between them: gate
-    activations, slicing, gradient plumbing, each a separate kernel call. The PyTorch reference runs the
-    whole 28-step sequence as one oneDNN kernel (``aten::mkldnn_rnn_layer``) and its backward as another.
+    Each is traced into one TensorFlow graph; its operations are counted by type, it is timed, and so is
+    a graph of only its matrix products (the same shapes, on random inputs). What is left is the cost of
+    the hundreds of small operations between them: gate activations, slicing, gradient plumbing, each a
+    separate kernel call. The PyTorch reference runs the whole 28-step sequence as one oneDNN kernel
+    (``aten::mkldnn_rnn_layer``) and its backward as another.
     """
     import keras
     import tensorflow as tf
 
     from pipeline.mnist import TASK
+    from pipeline.model import INFERENCE_BATCH
     from pipeline.prepare import load_split
     from pipeline.train import compiled_model
 
@@ -240,12 +241,23 @@ def step_profile(params: Params, batch: int, repeats: int) -> dict:
         model.optimizer.apply(gradients, model.trainable_variables)
         return loss
 
-    graph = step.get_concrete_function(x, y).graph
+    inference = tf.function(lambda images: model(images, training=False))
+    return {
+        "train": _graph_profile(step, (x, y), repeats),
+        "inference": _graph_profile(inference, (tf.constant(images[:INFERENCE_BATCH]),), repeats),
+        "inference_batch": INFERENCE_BATCH,
+    }
+
+
+def _graph_profile(function: Callable, arguments: tuple, repeats: int) -> dict:
+    """``function``'s graph: its time per call, its matrix products' time alone, and its operations by type."""
+    import tensorflow as tf
+
+    graph = function.get_concrete_function(*arguments).graph
     kinds: dict[str, int] = {}
-    for operation in graph.get_operations():
-        kinds[operation.type] = kinds.get(operation.type, 0) + 1
     shapes = []
     for operation in graph.get_operations():
+        kinds[operation.type] = kinds.get(operation.type, 0) + 1
         if operation.type == "MatMul":
             a, b = (tuple(t.shape) for t in operation.inputs)
             shapes.append((a, b, operation.get_attr("transpose_a"), operation.get_attr("transpose_b")))
@@ -262,7 +274,7 @@ def step_profile(params: Params, batch: int, repeats: int) -> dict:
         action()
         return statistics.median(timed(lambda: [action() for _ in range(calls)]) for _ in range(repeats)) / calls * 1e3
 
-    step_ms = median_ms(lambda: step(x, y).numpy())
+    step_ms = median_ms(lambda: tf.nest.map_structure(lambda t: t.numpy(), function(*arguments)))
     matmul_ms = median_ms(lambda: matmuls_only().numpy())
     others = sum(kinds.values()) - kinds.get("MatMul", 0)
     return {
@@ -419,10 +431,12 @@ def table(results: dict) -> str:
                  + ", ".join(f"{k} {v:.0f}" for k, v in t["gemm_gflops"].items())
                  + f" GFLOP/s; limit ≈ {t['gemm_limit_train_samples_per_s']:,.0f} training samples/s")
     if "profile" in results:
-        p = results["profile"]
-        lines.append(f"one training step (batch {t['batch_size']}): {p['step_ms']:.1f} ms; its {p['matmuls']} matrix "
-                     f"products alone {p['matmul_ms']:.1f} ms; the other {p['other_ops']:,} graph operations "
-                     f"≈ {p['other_ms_per_op']:.1f} µs each")
+        for what, p in (("one training step (batch {})", results["profile"]["train"]),
+                        ("one inference batch ({})", results["profile"]["inference"])):
+            size = t["batch_size"] if what.startswith("one training") else results["profile"]["inference_batch"]
+            lines.append(f"{what.format(size)}: {p['step_ms']:.1f} ms; its {p['matmuls']} matrix products alone "
+                         f"{p['matmul_ms']:.1f} ms; the other {p['other_ops']:,} graph operations "
+                         f"≈ {p['other_ms_per_op']:.1f} µs each")
     if "dvc" in results:
         d = results["dvc"]
         lines.append(f"no-op dvc repro {d['pipeline_no_op_repro_s']:.2f} s vs DVC floor "

@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline.config import Params
 from pipeline.errors import PipelineError
-from pipeline.model import logits_loss, recurrent_classifier
+from pipeline.model import logits_function, logits_loss, recurrent_classifier
 from pipeline.tasks import Evaluation, Examples, Task, TrainingData
 from pipeline.vocabulary import load_vocabulary, read_text, tokenize
 
@@ -93,7 +93,7 @@ def evaluate(params: Params, model: keras.Model) -> Evaluation:
     training = params.fable
     tokens, vocabulary = text_ids(params)
     examples = windows([vocabulary["dictionary"][token] for token in tokens], training.n_input)
-    logits = model.predict(examples.x, batch_size=len(examples), verbose=0)
+    logits = logits_function(model, batch_size=len(examples))(examples.x)
     story = generate(model, vocabulary, training.prompt, training.story_words)
     original = continuation_in_text(tokens, story[: training.n_input], training.story_words)
     matching = next((i for i, (a, b) in enumerate(zip(story, original or [], strict=False)) if a != b),

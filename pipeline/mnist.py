@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from pipeline.config import Params
-from pipeline.model import INFERENCE_BATCH, logits_loss, recurrent_classifier
+from pipeline.model import logits_function, logits_loss, recurrent_classifier
 from pipeline.prepare import load_split
 from pipeline.reports import confusion_matrix
 from pipeline.tasks import Evaluation, Examples, Task, TrainingData
@@ -46,7 +46,7 @@ def build_model(params: Params, data: TrainingData) -> keras.Model:
 
 def evaluate(params: Params, model: keras.Model) -> Evaluation:
     images, labels = load_split(params.paths.mnist.prepared, "test")
-    logits = model.predict(images, batch_size=INFERENCE_BATCH, verbose=0)
+    logits = logits_function(model)(images)
     predicted = logits.argmax(axis=1)
     correct = predicted == labels
     metrics = {

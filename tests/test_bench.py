@@ -20,10 +20,13 @@ def test_benchmark_writes_its_json(trained_copy):
     assert ours["train_samples_per_s"] > 0 and ours["eval_samples_per_s"] > 0
     assert 0 < ours["train_fraction_of_gemm_limit"] < 1  # GEMM at the step's shape outruns the whole step
     assert results["throughput"]["gemm_gflops"]["tensorflow"] > 0
+    for part in ("train", "inference"):  # where the time goes: matrix products vs everything else
+        profile = results["profile"][part]
+        assert profile["step_ms"] > 0 and profile["matmuls"] > 0 and profile["top_ops"]["MatMul"] == profile["matmuls"]
     assert results["dvc"]["pipeline_was_up_to_date"] is True and results["dvc"]["ratio"] > 0
     assert results["fable"]["epochs_allowed"] == 2
     repro = results["repro"]  # a fresh clone of the shrunken project, run from empty
     assert repro["wall_s"] > 0 and {"train mnist", "train fable"} <= set(repro["peak_rss_mb"])
     assert repro["peak_rss_mb"]["train mnist"] > 200  # TensorFlow's process, not the launcher
     assert 0 <= repro["mnist_test_accuracy"] <= 1 and repro["fable_ceiling"] > 0
-    assert "| pipeline (Keras) |" in results["table"]
+    assert "| pipeline (Keras) |" in results["table"] and "one inference batch" in results["table"]
