@@ -431,10 +431,10 @@ def table(results: dict) -> str:
                  + ", ".join(f"{k} {v:.0f}" for k, v in t["gemm_gflops"].items())
                  + f" GFLOP/s; limit ≈ {t['gemm_limit_train_samples_per_s']:,.0f} training samples/s")
     if "profile" in results:
-        for what, p in (("one training step (batch {})", results["profile"]["train"]),
-                        ("one inference batch ({})", results["profile"]["inference"])):
-            size = t["batch_size"] if what.startswith("one training") else results["profile"]["inference_batch"]
-            lines.append(f"{what.format(size)}: {p['step_ms']:.1f} ms; its {p['matmuls']} matrix products alone "
+        profile = results["profile"]
+        for what, p in ((f"one training step (batch {t['batch_size']})", profile["train"]),
+                        (f"one inference batch ({profile['inference_batch']})", profile["inference"])):
+            lines.append(f"{what}: {p['step_ms']:.1f} ms; its {p['matmuls']} matrix products alone "
                          f"{p['matmul_ms']:.1f} ms; the other {p['other_ops']:,} graph operations "
                          f"≈ {p['other_ms_per_op']:.1f} µs each")
     if "dvc" in results:

@@ -7,8 +7,8 @@ import json
 import os
 import tempfile
 import zipfile
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import keras
