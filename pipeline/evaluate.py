@@ -17,7 +17,7 @@ import mlflow
 from pipeline import tracking
 from pipeline.config import Params, load_params
 from pipeline.files import write_bytes, write_json
-from pipeline.model import load_model
+from pipeline.model import load_model, use_cores
 from pipeline.stage import run_stage, stage_parser
 from pipeline.tasks import TASK_NAMES, Evaluation, Task, get_task
 
@@ -40,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with run_stage(f"evaluate {args.model}"):
         params = load_params(args.params)
         task, paths = get_task(args.model), params.paths_of(args.model)
+        use_cores(params.training(task.name).parallel_slices)  # the model's slices, as in training
         with tracking.evaluation_run(task, params, Path(paths.model)):
             evaluation = evaluate(task, params)
             write_evaluation(evaluation, paths.metrics)

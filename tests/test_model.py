@@ -68,7 +68,7 @@ def test_batch_slices_give_every_example_the_output_of_the_whole_batch(raw, tmp_
 
 
 def test_sliced_training_follows_the_same_gradient(raw):
-    # The slices' gradients add up to the whole batch's: one step from the same weights lands on the same weights.
+    # The slices' gradients add up to the whole batch's, from the same weights.
     import tensorflow as tf
 
     whole, sliced = small_model(copy.deepcopy(raw)), small_model(copy.deepcopy(raw), parallel_slices=2)
