@@ -31,6 +31,12 @@ PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
+# numerics.mode (pipeline.numerics): the same bytes on every x86-64 CPU, or this CPU's fastest kernels.
+Mode = Literal["portable", "native"]
+# The longest sum one matrix-product call may do in portable mode (pipeline.layers): Eigen keeps a
+# contraction of up to ~300 terms in one block on any CPU with at least 32 KB of L1 data cache.
+CHUNK = 256
+
 
 class ParamsError(PipelineError):
     """params.yaml is missing, not YAML, or has a key or value the pipeline cannot use."""
@@ -132,6 +138,13 @@ class Training(_Frozen):
     # same weights: the model computes the same function, but the cores no longer split each small
     # operation of the 28-step recurrence between them (1: the whole batch as one sequence of operations).
     parallel_slices: PositiveInt
+    # Training steps per call into TensorFlow's graph: fewer returns to Python, the same arithmetic.
+    steps_per_execution: PositiveInt
+
+    @property
+    def slice_size(self) -> int:
+        """Examples in each slice of a training batch (the last batch of an epoch may have fewer)."""
+        return -(-self.batch_size // self.parallel_slices)
 
 
 class Mnist(Training):
@@ -148,11 +161,39 @@ class Fable(Training):
     story_words: PositiveInt
 
 
+class Numerics(_Frozen):
+    """Which arithmetic TensorFlow uses (pipeline.numerics): the same bytes everywhere, or this CPU's fastest."""
+
+    mode: Mode
+    # TensorFlow threads per slice of a batch (slices run side by side, one per core).
+    threads_per_slice: PositiveInt
+
+    @model_validator(mode="after")
+    def _portable_threads(self) -> Numerics:
+        if self.mode == "portable" and self.threads_per_slice != 1:
+            raise ValueError(f"portable runs each slice on 1 thread (a product split between threads sums in an "
+                             f"order that depends on the CPU's caches), got {self.threads_per_slice}; "
+                             f"use parallel_slices for more cores, or mode native")
+        return self
+
+
 class Params(_Frozen):
     paths: Paths
     data: Data
+    numerics: Numerics
     mnist: Mnist
     fable: Fable
+
+    @model_validator(mode="after")
+    def _portable_slices(self) -> Params:
+        for name in ("mnist", "fable"):
+            training = self.training(name)
+            if self.numerics.mode == "portable" and training.slice_size > CHUNK:
+                raise ValueError(
+                    f"{name}: batch_size / parallel_slices = {training.batch_size} / {training.parallel_slices} gives "
+                    f"slices of {training.slice_size} examples; numerics.mode portable sums a weight's gradient over "
+                    f"at most {CHUNK} (more parallel_slices, a smaller batch, or mode native)")
+        return self
 
     def training(self, task: str) -> Mnist | Fable:
         return getattr(self, task)

@@ -18,6 +18,7 @@ import tensorflow as tf
 from pipeline.config import Training
 from pipeline.errors import PipelineError
 from pipeline.files import naming_storage_errors, write_bytes
+from pipeline.layers import LSTM, Dense
 
 # Keras writes the save time into metadata.json and every zip entry, and Python object ids
 # (memory addresses) into config.json as `shared_object_id`; all are pinned or renumbered so that the
@@ -33,25 +34,8 @@ class ModelError(PipelineError):
 
 
 def seed_everything(seed: int) -> None:
-    """Python, NumPy and TensorFlow seeds, and deterministic TF kernels: same params, same bytes."""
+    """Python, NumPy and TensorFlow seeds (deterministic kernels: pipeline.numerics): same params, same bytes."""
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-
-
-def use_cores(parallel_slices: int) -> None:
-    """Give each of ``parallel_slices`` slices its share of this process's cores: TensorFlow's intra-op
-    threads = cores // slices (the slices themselves run side by side on its inter-op threads).
-
-    Process-wide, and only possible before TensorFlow first runs an operation: the stages call it first
-    thing; in a process that already ran TensorFlow (a test, a notebook) the setting in force is kept.
-    """
-    if parallel_slices == 1:
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(max(1, cores // parallel_slices))
-    except RuntimeError:  # TensorFlow is already initialised in this process
-        pass
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
@@ -97,21 +81,21 @@ def recurrent_classifier(inputs: keras.KerasTensor, sequence: keras.KerasTensor,
                          classes: int, name: str) -> keras.Model:
     """``training.layers`` stacked LSTMs over ``sequence``; the last step's output -> ``classes`` logits.
 
-    With ``training.parallel_slices`` > 1 the LSTM stack runs on that many slices of the batch, with shared
-    weights, and the last outputs are joined in batch order before the dense layer: every example gets the
-    same output as without slicing (up to float rounding).
+    With ``training.parallel_slices`` > 1 the network runs on that many slices of the batch, with shared
+    weights, and the logits are joined in batch order: every example gets the same output as without
+    slicing. The layers are :mod:`pipeline.layers`', whose sums are the same on every CPU; each slice's
+    weight gradients sum over its own examples only (at most ``CHUNK``, checked by pipeline.config).
     """
-    # unroll: the sequences are short (28 rows, a few words) and the unrolled graph is faster on CPU.
-    stack = [keras.layers.LSTM(training.units, return_sequences=index < training.layers - 1, unroll=True,
-                               name=f"lstm_{index + 1}") for index in range(training.layers)]
+    stack = [LSTM(training.units, return_sequences=index < training.layers - 1, seed=training.seed + index,
+                  name=f"lstm_{index + 1}") for index in range(training.layers)]
+    stack.append(Dense(classes, seed=training.seed + training.layers, name="logits"))
     slices = [sequence] if training.parallel_slices == 1 else BatchSlices(training.parallel_slices, name="slices")(sequence)
     outputs = []
     for x in slices:
-        for lstm in stack:
-            x = lstm(x)
+        for layer in stack:
+            x = layer(x)
         outputs.append(x)
-    x = outputs[0] if len(outputs) == 1 else BatchJoin(name="joined")([*outputs, sequence])
-    logits = keras.layers.Dense(classes, name="logits")(x)
+    logits = outputs[0] if len(outputs) == 1 else BatchJoin(name="joined")([*outputs, sequence])
     return keras.Model(inputs, logits, name=name)
 
 
@@ -178,11 +162,16 @@ def logits_function(model: keras.Model, batch_size: int = INFERENCE_BATCH) -> Ca
     return logits
 
 
+# Significant digits of a loss in metrics files: NumPy's float64 exp and log have CPU-specific code
+# (AVX-512 or not) that may differ in the last bit; ten digits hide that, and no reader needs more.
+LOSS_DIGITS = 10
+
+
 def logits_loss(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Mean softmax cross-entropy, computed in float64 (the training loss, recomputed exactly)."""
+    """Mean softmax cross-entropy, computed in float64 (the training loss, recomputed), to LOSS_DIGITS digits."""
     shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
     log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return float(-log_probabilities[np.arange(len(labels)), labels].mean())
+    return float(f"{-log_probabilities[np.arange(len(labels)), labels].mean():.{LOSS_DIGITS}g}")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -27,3 +27,4 @@ def run_stage(name: str) -> Iterator[None]:
     except PipelineError as error:
         print(f"{name}: error: {error}", file=sys.stderr)
         sys.exit(1)
+

@@ -31,6 +31,7 @@ from filelock import FileLock
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
+from pipeline import numerics
 from pipeline.config import Params
 from pipeline.files import file_digest
 from pipeline.tasks import Task
@@ -159,6 +160,7 @@ def run_params(params: Params, task: str) -> dict[str, Any]:
     """The model's and its data's params.yaml values, under params.yaml's dotted names."""
     return {
         **flatten(params.training(task).model_dump(), task),
+        **flatten(params.numerics.model_dump(), "numerics"),
         **flatten(getattr(params.data, task).model_dump(), f"data.{task}"),
     }
 
@@ -214,7 +216,7 @@ def training_run(task: Task, params: Params, resumes: str | None = None) -> Iter
     close_abandoned_runs(experiment)
     flat = run_params(params, task.name)
     tags = provenance_tags(flat, {name: Path(path) for name, path in task.input_paths(params).items()})
-    tags |= {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    tags |= {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())} | numerics.describe(params.numerics.mode)
     if resumes:
         tags[RESUMES_TAG] = resumes
     exp_name = os.environ.get("DVC_EXP_NAME")

@@ -1,182 +1,22 @@
-"""Stage train: the one training loop both seeds go through.
+"""Stage train: fit one model as params.yaml says, save it and record it as an MLflow run.
 
 Run::
 
     python -m pipeline.train mnist
     python -m pipeline.train fable
 
-The task (pipeline.mnist or pipeline.fable) supplies data and network; this module seeds, compiles,
-fits, writes the per-epoch history where ``dvc plots`` reads it, checkpoints every epoch
-(pipeline.checkpoint) so that a killed run resumes to the same bytes, saves the model as a
-timestamp-free ``.keras`` archive, and records all of it as one MLflow run (pipeline.tracking).
+TensorFlow loads only after pipeline.numerics has pinned its kernels and threads; the training loop
+itself is pipeline.training.
 """
 
 from __future__ import annotations
 
-import io
-import math
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-import keras
-import mlflow
-import numpy as np
-import tensorflow as tf
-
-from pipeline import checkpoint, faults, tracking
-from pipeline import model as model_module
-from pipeline.config import Params, Training, load_params
-from pipeline.errors import PipelineError
-from pipeline.files import write_bytes
-from pipeline.model import INFERENCE_BATCH, save_model, seed_everything, use_cores
-from pipeline.reports import training_curves
+from pipeline.config import load_params
+from pipeline.numerics import pin_for
 from pipeline.stage import run_stage, stage_parser
-from pipeline.tasks import TASK_NAMES, Examples, Task, TrainingData, get_task
-
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
-
-_OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}
-
-
-def make_optimizer(training: Training, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    rate: float | keras.optimizers.schedules.LearningRateSchedule = training.learning_rate
-    if training.learning_rate_schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(training.learning_rate, decay_steps=training.epochs * steps_per_epoch)
-    return _OPTIMIZERS[training.optimizer](learning_rate=rate)
-
-
-class HistoryWriter(keras.callbacks.Callback):
-    """Rewrites the history CSV at every epoch's end, so a long run can be watched with ``dvc plots``."""
-
-    def __init__(self, path: str, rows: Sequence[dict[str, float]] = ()):
-        super().__init__()
-        self.path, self.rows = path, list(rows)
-        if self.rows:  # resumed: the epochs done so far, even if no epoch is left to run
-            self.write()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.rows.append({"epoch": epoch + 1, **{name: float(value) for name, value in (logs or {}).items()}})
-        self.write()
-
-    def write(self) -> None:
-        columns = [column for column in HISTORY_COLUMNS if column in self.rows[0]]
-        text = io.StringIO()
-        text.write(",".join(columns) + "\n")
-        for row in self.rows:
-            text.write(",".join(str(row[c]) if c == "epoch" else repr(float(row[c])) for c in columns) + "\n")
-        write_bytes(self.path, text.getvalue().encode())
-
-
-def compiled_model(task: Task, params: Params, data: TrainingData) -> keras.Model:
-    """``task``'s network, seeded and compiled with its optimizer, loss and metric: ready to fit."""
-    training = params.training(task.name)
-    seed_everything(training.seed)
-    model = task.build_model(params, data)
-    model.compile(
-        optimizer=make_optimizer(training, math.ceil(len(data.train) / training.batch_size)),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
-
-
-def epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
-    """The shuffled order of epoch ``epoch``: a function of (seed, epoch) only, so a resumed run repeats it."""
-    return np.random.default_rng([seed, epoch]).permutation(size)
-
-
-def fingerprint(task: Task, params: Params) -> dict[str, str]:
-    """What a checkpoint must match to be resumed from: params, input data, training code, versions."""
-    code = [Path(__file__), Path(model_module.__file__), Path(sys.modules[task.build_model.__module__].__file__)]
-    return checkpoint.fingerprint(
-        params.training(task.name).model_dump(),
-        [Path(path) for path in task.input_paths(params).values()],
-        code,
-        {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__},
-    )
-
-
-def resume_point(task: Task, params: Params, key: dict[str, str]) -> checkpoint.Checkpoint | None:
-    """The checkpoint an interrupted run of this very configuration (``key``: its fingerprint) left, if any."""
-    state = checkpoint.load(params.paths_of(task.name).checkpoint, key)
-    if state is not None:
-        print(f"resuming {task.name} training after epoch {state.epoch} "
-              f"from {params.paths_of(task.name).checkpoint} (MLflow run {state.run_id})")
-    return state
-
-
-def _restore(model: keras.Model, state: checkpoint.Checkpoint) -> None:
-    model.optimizer.build(model.trainable_variables)
-    for kind, variables, values in (("model", model.variables, state.model),
-                                    ("optimizer", model.optimizer.variables, state.optimizer)):
-        if len(variables) != len(values):
-            raise PipelineError(f"the checkpoint holds {len(values)} {kind} variables, the model has {len(variables)}")
-        for variable, value in zip(variables, values, strict=True):
-            variable.assign(value)
-
-
-def epoch_batches(examples: Examples, seed: int, epochs: range, batch_size: int) -> tf.data.Dataset:
-    """The training batches of ``epochs``, one after the other, each epoch in its ``epoch_order``.
-
-    One dataset for the whole run: ``fit`` is called once (a call per epoch cost seconds of set-up each),
-    and no batch straddles two epochs.
-    """
-    orders = np.stack([epoch_order(seed, epoch, len(examples)) for epoch in epochs])
-    x, y = tf.constant(examples.x), tf.constant(examples.y)
-    batches = tf.data.Dataset.from_tensor_slices(orders).flat_map(
-        lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
-    return batches.map(lambda index: (tf.gather(x, index), tf.gather(y, index))).prefetch(tf.data.AUTOTUNE)
-
-
-class Checkpointer(keras.callbacks.Callback):
-    """Writes the checkpoint at every epoch's end, after the history (listed before it) is written."""
-
-    def __init__(self, path: str, fingerprint: dict[str, str], history: HistoryWriter, run_id: str | None):
-        super().__init__()
-        self.path, self.fingerprint, self.history, self.run_id = path, fingerprint, history, run_id
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        checkpoint.save(self.path, checkpoint.Checkpoint(
-            epoch=epoch + 1, fingerprint=self.fingerprint, history=self.history.rows, run_id=self.run_id,
-            model=[v.numpy() for v in self.model.variables],
-            optimizer=[v.numpy() for v in self.model.optimizer.variables],
-        ))
-        faults.after_checkpoint(epoch + 1)
-
-
-def train(task: Task, params: Params, callbacks: Sequence[keras.callbacks.Callback] = (),
-          resume: checkpoint.Checkpoint | None = None, run_id: str | None = None,
-          key: dict[str, str] | None = None) -> keras.Model:
-    """Fit ``task``'s model as params.yaml says and return it, checkpointing after every epoch.
-
-    ``key`` is the run's :func:`fingerprint` (computed here if not given). With ``resume``, training continues after the checkpoint's epoch with its weights, optimizer and
-    random state: the result is the same, to the byte, as a run that was never interrupted.
-    """
-    training, paths = params.training(task.name), params.paths_of(task.name)
-    data: TrainingData = task.load_training_data(params)
-    model = compiled_model(task, params, data)
-    history = HistoryWriter(paths.history, resume.history if resume else ())
-    first_epoch = 0
-    if resume is not None:
-        _restore(model, resume)
-        first_epoch = resume.epoch
-    if first_epoch == training.epochs:
-        return model
-    saver = Checkpointer(paths.checkpoint, key or fingerprint(task, params), history, run_id)
-    model.fit(
-        epoch_batches(data.train, training.seed, range(first_epoch, training.epochs), training.batch_size),
-        steps_per_epoch=math.ceil(len(data.train) / training.batch_size),
-        initial_epoch=first_epoch,
-        epochs=training.epochs,
-        validation_data=(data.validation.x, data.validation.y) if data.validation is not None else None,
-        validation_batch_size=INFERENCE_BATCH,
-        shuffle=False,  # the batches come shuffled, reproducibly
-        # One line per epoch when logged to a file or by DVC; a progress bar in a terminal.
-        verbose=1 if sys.stdout.isatty() else 2,
-        callbacks=[history, *callbacks, saver],
-    )
-    return model
+from pipeline.tasks import TASK_NAMES
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -185,19 +25,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with run_stage(f"train {args.model}"):
         params = load_params(args.params)
-        task, paths = get_task(args.model), params.paths_of(args.model)
-        use_cores(params.training(task.name).parallel_slices)
-        key = fingerprint(task, params)
-        resume = resume_point(task, params, key)
-        with tracking.training_run(task, params, resumes=resume.run_id if resume else None) as run:
-            if resume is not None:
-                tracking.log_history(resume.history)
-                mlflow.set_tag("pipeline.resumed_after_epoch", resume.epoch)
-            model = train(task, params, [tracking.EpochLogger(), *faults.callbacks()], resume, run.info.run_id, key)
-            save_model(model, paths.model)
-            tracking.log_trained_model(model, Path(paths.model), [paths.history, *task.extra_artifacts(params)])
-            mlflow.log_figure(training_curves(Path(paths.history), f"{task.name} training"), "plots/training_curves.png")
-        checkpoint.clear(paths.checkpoint)
+        pin_for(params, args.model, f"train {args.model}")
+        from pipeline import training  # noqa: PLC0415 - TensorFlow loads here, after its kernels are pinned
+        from pipeline.tasks import get_task  # noqa: PLC0415
+
+        training.run(get_task(args.model), params)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import parse_params
-from pipeline.model import (ModelError, load_model, logits_loss, recurrent_classifier, save_model, seed_everything,
-                            use_cores)
+from pipeline.model import ModelError, load_model, logits_loss, recurrent_classifier, save_model, seed_everything
 
 
 def small_model(raw, parallel_slices: int = 1) -> keras.Model:
@@ -53,7 +52,7 @@ def test_reloaded_model_predicts_the_same(raw, tmp_path):
 @pytest.mark.parametrize("parts", [2, 3])
 def test_batch_slices_give_every_example_the_output_of_the_whole_batch(raw, tmp_path, parts):
     whole, sliced = small_model(copy.deepcopy(raw)), small_model(copy.deepcopy(raw), parallel_slices=parts)
-    assert [layer.name for layer in sliced.layers][1:] == ["slices", "lstm_1", "lstm_2", "joined", "logits"]
+    assert [layer.name for layer in sliced.layers][1:] == ["slices", "lstm_1", "lstm_2", "logits", "joined"]
     assert len(sliced.weights) == len(whole.weights)  # the slices share one LSTM stack
     sliced.set_weights(whole.get_weights())
     x = np.random.default_rng(1).random((7, 5, 3)).astype("float32")
@@ -83,14 +82,6 @@ def test_sliced_training_follows_the_same_gradient(raw):
         gradients.append(tape.gradient(value, model.trainable_weights))
     for a, b in zip(*gradients, strict=True):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-7)
-
-
-def test_use_cores_keeps_the_setting_of_a_process_where_tensorflow_runs():
-    import tensorflow as tf
-
-    before = tf.config.threading.get_intra_op_parallelism_threads()
-    use_cores(2)  # TensorFlow has run in this test process: no error, nothing changed
-    assert tf.config.threading.get_intra_op_parallelism_threads() == before
 
 
 def test_lambda_layers_are_refused(tmp_path):

@@ -1,0 +1,109 @@
+"""What each DVC stage depends on, derived from the code: the one source for dvc.yaml and checkpoints.
+
+A stage's code dependencies are the modules its entry point imports, transitively, wherever the import
+statement stands (lazy imports inside functions included; ``if TYPE_CHECKING:`` blocks excluded), read
+from the source with :mod:`ast`, without importing anything. The task modules (one per model) are
+reached through ``pipeline.tasks.get_task``: a stage of one model depends on its own task module only.
+
+``tests/test_dependencies.py`` checks that every stage in dvc.yaml lists exactly these modules, so that
+editing any of them makes ``dvc status`` report the stage changed; and the training checkpoint's
+fingerprint digests the same files (``pipeline.training.fingerprint``), so a run resumes only with the
+code that will finish it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = "pipeline"
+ROOT = Path(__file__).resolve().parent
+
+# stage -> (entry module, the model whose task it runs, or None)
+STAGES: dict[str, tuple[str, str | None]] = {
+    "params": ("pipeline.config", None),
+    "fetch_mnist": ("pipeline.fetch", None),
+    "fetch_fable": ("pipeline.fetch", None),
+    "prepare": ("pipeline.prepare", None),
+    "vocabulary": ("pipeline.vocabulary", None),
+    "train_mnist": ("pipeline.train", "mnist"),
+    "train_fable": ("pipeline.train", "fable"),
+    "evaluate_mnist": ("pipeline.evaluate", "mnist"),
+    "evaluate_fable": ("pipeline.evaluate", "fable"),
+}
+TASK_MODULES = {"mnist": "pipeline.mnist", "fable": "pipeline.fable"}
+
+# Modules a stage imports that cannot change any file DVC tracks: not dependencies, so that editing
+# them reruns nothing. Each with the reason.
+NOT_DEPENDENCIES: dict[str, str] = {
+    "pipeline.tracking": "writes to MLflow only (runs, tags, artifacts); DVC-tracked files never hold a run id",
+    "pipeline.reports": "draws figures logged to MLflow; the DVC plots read the CSV files instead",
+    "pipeline.errors": "the exception base class: changes how a failure is reported, never an output",
+    "pipeline.faults": "kills the process at a chosen point in reliability tests; does nothing unless asked",
+}
+
+
+def imports(module: str) -> set[str]:
+    """The ``pipeline.*`` modules ``module``'s source imports anywhere, outside ``if TYPE_CHECKING:``."""
+    tree = ast.parse(module_path(module).read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in _runtime_nodes(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if _is_ours(alias.name))
+        elif isinstance(node, ast.ImportFrom) and node.module and _is_ours(node.module):
+            found.add(node.module)
+            if node.module == PACKAGE:  # from pipeline import tracking
+                found.update(f"{PACKAGE}.{alias.name}" for alias in node.names)
+    return {name for name in found if name != PACKAGE and module_path(name).exists()}
+
+
+def _runtime_nodes(tree: ast.AST):
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            yield from (n for child in node.orelse for n in [child, *_runtime_nodes(child)])
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _is_ours(name: str) -> bool:
+    return name == PACKAGE or name.startswith(f"{PACKAGE}.")
+
+
+def module_path(module: str) -> Path:
+    return ROOT.joinpath(*module.split(".")[1:]).with_suffix(".py") if module != PACKAGE else ROOT / "__init__.py"
+
+
+def closure(stage: str) -> set[str]:
+    """Every module ``stage`` runs: its entry point's imports, transitively, and its own task module only."""
+    entry, model = STAGES[stage]
+    other_tasks = {name for task, name in TASK_MODULES.items() if task != model}
+    seen, pending = set(), [entry] + ([TASK_MODULES[model]] if model else [])
+    while pending:
+        module = pending.pop()
+        if module in seen or module in other_tasks:
+            continue
+        seen.add(module)
+        pending.extend(imports(module))
+    return seen
+
+
+def code_dependencies(stage: str) -> list[str]:
+    """The source files of ``stage`` that can change its outputs, relative to the project root, sorted."""
+    return sorted(f"{PACKAGE}/{module_path(m).relative_to(ROOT).as_posix()}"
+                  for m in closure(stage) - NOT_DEPENDENCIES.keys())
+
+
+def code_files(stage: str) -> list[Path]:
+    """:func:`code_dependencies` as absolute paths (what a checkpoint's fingerprint digests)."""
+    return [ROOT.parent / path for path in code_dependencies(stage)]
+
+
+if __name__ == "__main__":  # python -m pipeline.dependencies: the deps lists for dvc.yaml
+    for name in STAGES:
+        print(f"{name}:\n" + "".join(f"      - {path}\n" for path in code_dependencies(name)))

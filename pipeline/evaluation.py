@@ -1,0 +1,53 @@
+"""Judging a trained model: its metrics and reports, written for DVC and logged to its MLflow run
+(the evaluate stage, ``python -m pipeline.evaluate``, runs it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+
+from pipeline import tracking
+from pipeline.config import Params
+from pipeline.files import write_bytes, write_json
+from pipeline.model import load_model
+from pipeline.tasks import Evaluation, Task
+
+
+def evaluate(task: Task, params: Params) -> Evaluation:
+    model = load_model(params.paths_of(task.name).model)
+    return task.evaluate(params, model)
+
+
+def write_evaluation(evaluation: Evaluation, metrics_path: str) -> None:
+    for path, content in evaluation.files.items():
+        write_bytes(path, content)
+    write_json(metrics_path, evaluation.metrics)
+
+
+def run(task: Task, params: Params) -> None:
+    """The evaluate stage's work: metrics and reports of the workspace model, into DVC's files and MLflow."""
+    paths = params.paths_of(task.name)
+    with tracking.evaluation_run(task, params, Path(paths.model)):
+        evaluation = evaluate(task, params)
+        write_evaluation(evaluation, paths.metrics)
+        log_evaluation(evaluation)
+    print(f"evaluate {task.name}: " + ", ".join(f"{k} = {v}" for k, v in evaluation.metrics.items()))
+
+
+def log_evaluation(evaluation: Evaluation) -> None:
+    """Metrics and reports into the model's MLflow run.
+
+    Metrics keep their metrics.json names, except where a per-epoch training metric has the name
+    already (the fable's ``accuracy`` and ``loss``, measured on the text): those become ``test_…``,
+    so both experiments compare on ``test_accuracy``.
+    """
+    metrics = {}
+    for name, value in evaluation.metrics.items():
+        key = f"test_{name}" if name in ("loss", "accuracy") else name
+        metrics[key] = float(value)
+    mlflow.log_metrics(metrics)
+    for path in evaluation.files:
+        mlflow.log_artifact(path, artifact_path="reports")
+    for name, figure in evaluation.figures.items():
+        mlflow.log_figure(figure, f"plots/{name}")

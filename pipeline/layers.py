@@ -1,0 +1,203 @@
+"""Layers whose arithmetic is the same on every x86-64 CPU: the LSTM, the logits and their initializers.
+
+TensorFlow's own kernels (Eigen's, with oneDNN off: ``pipeline.numerics``) are compiled for one
+instruction set, so an elementwise operation gives the same bits on any machine. A matrix product does
+too, except for one thing: Eigen cuts a long contraction (a sum over more than ~300 terms) into blocks
+sized from the CPU's L1 cache, and the blocks are summed in another order on a CPU with another cache
+(32 KB and 48 KB L1 differ from 512 terms on). So every matrix product here, forward and backward, sums
+over at most :data:`CHUNK` terms per call and adds the pieces in a fixed order; and the orthogonal
+initializer, whose QR decomposition would go through the same blocked products, is computed in plain
+float64 arithmetic instead.
+
+The layers compute what ``keras.layers.LSTM`` and ``keras.layers.Dense`` compute (same gates, same
+initial distributions), so a model built from them is the seeds' network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pipeline.config import CHUNK
+
+
+
+def _chunked_matmul(a: tf.Tensor, b: tf.Tensor, transpose_a: bool = False, transpose_b: bool = False) -> tf.Tensor:
+    """``a @ b`` (optionally transposed) as a sum of products over consecutive CHUNK-term pieces, in order.
+
+    The contracted dimension must be known when the graph is traced (a weight dimension, or the batch of
+    a training slice, which params.yaml bounds).
+    """
+    k = a.shape[0] if transpose_a else a.shape[-1]
+    if k is None:
+        raise ValueError("a portable matrix product needs the length of its sum when the graph is built")
+    if k <= CHUNK:
+        return tf.linalg.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+    parts = []
+    for start in range(0, k, CHUNK):
+        piece = slice(start, start + CHUNK)
+        part_a = a[piece] if transpose_a else a[:, piece]
+        part_b = b[:, piece] if transpose_b else b[piece]
+        parts.append(tf.linalg.matmul(part_a, part_b, transpose_a=transpose_a, transpose_b=transpose_b))
+    return tf.add_n(parts)
+
+
+@tf.custom_gradient
+def portable_matmul(x: tf.Tensor, w: tf.Tensor) -> tuple[tf.Tensor, Any]:
+    """``x @ w`` for activations ``x`` (batch × k) and a weight ``w`` (k × n), every sum ≤ CHUNK terms.
+
+    Gradients too: ``dx = g @ wᵀ`` sums over n (cut like the forward product), ``dw = xᵀ @ g`` sums over
+    the batch, which params.yaml keeps at most CHUNK per slice (``pipeline.config``).
+    """
+    def gradient(g: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return _chunked_matmul(g, w, transpose_b=True), tf.linalg.matmul(x, g, transpose_a=True)
+
+    return _chunked_matmul(x, w), gradient
+
+
+@tf.custom_gradient
+def project_sequence(x: tf.Tensor, w: tf.Tensor) -> tuple[tf.Tensor, Any]:
+    """``x @ w`` for every step of a sequence ``x`` (batch × steps × k) at once: one product of all steps.
+
+    The gradient of ``w`` sums over the batch for each step (at most CHUNK terms each) and adds the steps'
+    sums in order, as the step-by-step products would; ``dx`` sums over n in CHUNK pieces.
+    """
+    steps, k, n = x.shape[1], w.shape[0], w.shape[1]
+    batch = tf.shape(x)[0]
+
+    def gradient(g: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        dx = tf.reshape(_chunked_matmul(tf.reshape(g, (-1, n)), w, transpose_b=True), (batch, steps, k))
+        by_step = tf.linalg.matmul(tf.transpose(x, (1, 0, 2)), tf.transpose(g, (1, 0, 2)), transpose_a=True)
+        return dx, tf.add_n(tf.unstack(by_step))
+
+    return tf.reshape(_chunked_matmul(tf.reshape(x, (-1, k)), w), (batch, steps, n)), gradient
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class PortableOrthogonal(keras.initializers.Initializer):
+    """``keras.initializers.Orthogonal``'s distribution, computed the same way on every CPU.
+
+    A seeded normal matrix (TensorFlow's counter-based generator: the same numbers everywhere) is
+    orthonormalised by modified Gram-Schmidt in float64 with elementwise NumPy operations only (no BLAS,
+    whose kernels and blocking depend on the CPU), and its columns signed as Q of a QR decomposition.
+    """
+
+    def __init__(self, gain: float = 1.0, seed: int | None = None):
+        self.gain, self.seed = gain, seed
+
+    def __call__(self, shape: tuple[int, ...], dtype: Any = None) -> tf.Tensor:
+        rows, columns = int(np.prod(shape[:-1])), int(shape[-1])
+        tall = (max(rows, columns), min(rows, columns))
+        seed = (0, 0) if self.seed is None else (self.seed, 0)
+        q = gram_schmidt(tf.random.stateless_normal(tall, seed=seed, dtype=tf.float64).numpy())
+        if rows < columns:
+            q = q.T
+        return tf.constant((self.gain * q).reshape(shape), dtype=dtype or "float32")
+
+    def get_config(self) -> dict[str, Any]:
+        return {"gain": self.gain, "seed": self.seed}
+
+
+def gram_schmidt(a: np.ndarray) -> np.ndarray:
+    """The orthonormal Q (same shape) of a tall matrix's QR decomposition, with R's diagonal positive.
+
+    Modified Gram-Schmidt, each column projected twice for accuracy, in float64. Only elementwise
+    operations and sums along axis 0 (one row after the other, a fixed order) are used: no BLAS, whose
+    kernels and blocking depend on the CPU, so the bits are the same everywhere.
+    """
+    rows, columns = a.shape
+    by_column = np.zeros((rows, columns))  # Q, filled column by column
+    by_row = np.zeros((columns, rows))  # Qᵀ, the same numbers laid out for the second sum
+    for j in range(columns):
+        column = np.array(a[:, j], dtype=np.float64)
+        for _ in range(2 if j else 0):
+            projections = (by_column[:, :j] * column[:, None]).sum(axis=0)
+            column = column - (by_row[:j] * projections[:, None]).sum(axis=0)
+        column = column / np.sqrt((column * column).sum(axis=0))
+        by_column[:, j], by_row[j] = column, column
+    return by_column
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class LSTM(keras.layers.Layer):
+    """What ``keras.layers.LSTM(units, unroll=True)`` computes, every product through :func:`portable_matmul`.
+
+    Glorot-uniform input kernel, orthogonal recurrent kernel, zero bias but 1 for the forget gate
+    (``unit_forget_bias``), sigmoid gates and tanh. The gates' columns are laid out i, f, o, then the
+    candidate cell, so one sigmoid covers the three gates. Unrolled over the (short, fixed) sequence:
+    the input's products of all steps are one product, then each step one of the state. Returns the last step's output, or
+    every step's with ``return_sequences``.
+    """
+
+    def __init__(self, units: int, return_sequences: bool = False, seed: int | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.units, self.return_sequences, self.seed = units, return_sequences, seed
+
+    def build(self, input_shape: tuple) -> None:
+        features, units = input_shape[-1], self.units
+        seed = self.seed
+        self.kernel = self.add_weight(name="kernel", shape=(features, 4 * units),
+                                      initializer=keras.initializers.GlorotUniform(seed=seed))
+        self.recurrent_kernel = self.add_weight(name="recurrent_kernel", shape=(units, 4 * units),
+                                                initializer=PortableOrthogonal(seed=seed))
+        self.bias = self.add_weight(name="bias", shape=(4 * units,), initializer=_ForgetBiasOne(units))
+
+    def call(self, sequence: tf.Tensor) -> tf.Tensor:
+        units = self.units
+        kernel, recurrent_kernel, bias = (tf.convert_to_tensor(w) for w in (self.kernel, self.recurrent_kernel, self.bias))
+        h = c = tf.zeros((tf.shape(sequence)[0], units), dtype=sequence.dtype)
+        outputs = []
+        # unstack and split (not indexing): their gradients are a concatenation, not a scatter into zeros.
+        for x in tf.unstack(sequence, axis=1):
+            z = portable_matmul(x, kernel) + portable_matmul(h, recurrent_kernel) + bias
+            gates, candidate = tf.split(z, [3 * units, units], axis=1)
+            i, f, o = tf.split(tf.sigmoid(gates), 3, axis=1)
+            c = f * c + i * tf.tanh(candidate)
+            h = o * tf.tanh(c)
+            outputs.append(h)
+        return tf.stack(outputs, axis=1) if self.return_sequences else h
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (input_shape[0], input_shape[1], self.units) if self.return_sequences else (input_shape[0], self.units)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "units": self.units, "return_sequences": self.return_sequences, "seed": self.seed}
+
+
+class _ForgetBiasOne(keras.initializers.Initializer):
+    """Zeros, but ones for the forget gate's ``units`` (the second block): build time only, not saved."""
+
+    def __init__(self, units: int):
+        self.units = units
+
+    def __call__(self, shape: tuple[int, ...], dtype: Any = None) -> tf.Tensor:
+        bias = np.zeros(shape, dtype=np.float32)
+        bias[self.units : 2 * self.units] = 1.0
+        return tf.constant(bias, dtype=dtype or "float32")
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class Dense(keras.layers.Layer):
+    """``keras.layers.Dense(units)`` without activation (glorot-uniform kernel, zero bias), through
+    :func:`portable_matmul`."""
+
+    def __init__(self, units: int, seed: int | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.units, self.seed = units, seed
+
+    def build(self, input_shape: tuple) -> None:
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.units),
+                                      initializer=keras.initializers.GlorotUniform(seed=self.seed))
+        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return portable_matmul(x, tf.convert_to_tensor(self.kernel)) + tf.convert_to_tensor(self.bias)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "units": self.units, "seed": self.seed}

@@ -1,0 +1,144 @@
+"""Machine-independent arithmetic: the pinned environment, the portable layers, and the same bytes under
+every setting a machine or a user could bring (instruction-set caps, one core, other CPUs emulated by qemu)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pipeline.config import CHUNK, ParamsError, parse_params
+from pipeline.numerics import environment
+
+
+def test_portable_environment_turns_onednn_off_and_overrides_the_users_arithmetic_settings():
+    user = {"ONEDNN_MAX_CPU_ISA": "SSE41", "TF_ENABLE_ONEDNN_OPTS": "1", "OMP_NUM_THREADS": "7", "XLA_FLAGS": "--x",
+            "TF_CPP_MIN_LOG_LEVEL": "2", "ONEDNN_VERBOSE": "1", "TF_CLI_CONFIG_FILE": "/t", "HOME": "/root"}
+    pinned, overridden = environment("portable", user)
+    assert pinned["TF_ENABLE_ONEDNN_OPTS"] == "0" and pinned["TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL"] == "false"
+    assert pinned["CUDA_VISIBLE_DEVICES"] == "-1"
+    assert "ONEDNN_MAX_CPU_ISA" not in pinned and "OMP_NUM_THREADS" not in pinned and "XLA_FLAGS" not in pinned
+    # output-only variables, Terraform's and the rest of the environment stay
+    assert {k: pinned[k] for k in ("TF_CPP_MIN_LOG_LEVEL", "ONEDNN_VERBOSE", "TF_CLI_CONFIG_FILE", "HOME")} == {
+        "TF_CPP_MIN_LOG_LEVEL": "2", "ONEDNN_VERBOSE": "1", "TF_CLI_CONFIG_FILE": "/t", "HOME": "/root"}
+    assert overridden == ["OMP_NUM_THREADS=7", "ONEDNN_MAX_CPU_ISA=SSE41", "TF_ENABLE_ONEDNN_OPTS=1", "XLA_FLAGS=--x"]
+    native, _ = environment("native", user)
+    assert native["TF_ENABLE_ONEDNN_OPTS"] == "1" and "ONEDNN_MAX_CPU_ISA" not in native
+
+
+def test_portable_refuses_threads_and_slices_whose_sums_would_depend_on_the_cpu(raw):
+    raw["numerics"]["threads_per_slice"] = 2
+    with pytest.raises(ParamsError, match=r"numerics: .*portable runs each slice on 1 thread"):
+        parse_params(raw)
+    raw["numerics"]["threads_per_slice"] = 1
+    raw["mnist"].update(batch_size=600, parallel_slices=2)
+    with pytest.raises(ParamsError, match=rf"mnist: batch_size / parallel_slices = 600 / 2 .* at most {CHUNK}"):
+        parse_params(raw)
+    raw["numerics"].update(mode="native", threads_per_slice=2)
+    assert parse_params(raw).numerics.threads_per_slice == 2
+
+
+def test_portable_matmul_sums_at_most_chunk_terms_and_matches_the_plain_product():
+    import tensorflow as tf
+
+    from pipeline.layers import portable_matmul
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((8, 3 * CHUNK + 5), dtype=np.float32))
+    w = tf.constant(rng.standard_normal((3 * CHUNK + 5, 7), dtype=np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch([x, w])
+        y = portable_matmul(x, w)
+    dx, dw = tape.gradient(tf.reduce_sum(y * y), [x, w])
+    x64, w64 = x.numpy().astype(np.float64), w.numpy().astype(np.float64)
+    np.testing.assert_allclose(y.numpy(), x64 @ w64, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(dx.numpy(), 2 * (x64 @ w64) @ w64.T, rtol=1e-3, atol=1e-2)
+    np.testing.assert_allclose(dw.numpy(), 2 * x64.T @ (x64 @ w64), rtol=1e-3, atol=1e-2)
+    # every product in the traced graph sums over at most CHUNK terms
+    graph = tf.function(lambda a, b: tf.gradients(tf.reduce_sum(portable_matmul(a, b)), [a, b])).get_concrete_function(
+        tf.TensorSpec((8, 3 * CHUNK + 5)), tf.TensorSpec((3 * CHUNK + 5, 7))).graph
+    for op in graph.get_operations():
+        if op.type == "MatMul":
+            a = op.inputs[0].shape
+            assert (a[0] if op.get_attr("transpose_a") else a[1]) <= CHUNK
+
+
+def test_portable_orthogonal_is_orthonormal_and_plain_float64_arithmetic():
+    from pipeline.layers import PortableOrthogonal, gram_schmidt
+
+    a = np.random.default_rng(1).standard_normal((40, 12))
+    q = gram_schmidt(a)
+    np.testing.assert_allclose(q.T @ q, np.eye(12), atol=1e-12)
+    r = q.T @ a  # upper triangular with a positive diagonal, as QR's R with the sign fix
+    np.testing.assert_allclose(np.tril(r, -1), 0, atol=1e-10)
+    assert (np.diag(r) > 0).all()
+    w = np.asarray(PortableOrthogonal(seed=3)((16, 64)))
+    np.testing.assert_allclose(w @ w.T, np.eye(16), atol=1e-5)
+    assert np.array_equal(w, np.asarray(PortableOrthogonal(seed=3)((16, 64))))
+
+
+# --- the same bytes whatever the machine or the environment -------------------------------------------
+
+MODELS = ("models/mnist.keras", "models/fable.keras")
+
+
+def train_both(project, env_extra=None, prefix=()) -> dict[str, str]:
+    """Train both models in ``project`` (data stages done) as the train stage does; their md5s."""
+    for model in ("mnist", "fable"):
+        project.run(*prefix, sys.executable, "-m", "pipeline.train", model, env_extra=env_extra, timeout=1800)
+    return {path: hashlib.md5((project.root / path).read_bytes()).hexdigest() for path in MODELS}
+
+
+@pytest.fixture(scope="module")
+def data_project(tmp_path_factory, mirror):
+    from conftest import make_project_copy, shrink
+
+    project = make_project_copy(tmp_path_factory.mktemp("numerics") / "project", mirror)
+    project.edit_params(shrink)
+    project.dvc("repro", "prepare", "vocabulary")
+    return project
+
+
+@pytest.fixture(scope="module")
+def reference(data_project) -> dict[str, str]:
+    return train_both(data_project)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting", ["SSE41", "AVX512_CORE_AMX", "one core", "all cores"])
+def test_models_are_byte_identical_under_any_isa_cap_or_core_count(data_project, reference, setting):
+    cores = sorted(os.sched_getaffinity(0))
+    if setting == "one core":
+        assert train_both(data_project, prefix=("taskset", "-c", str(cores[0]))) == reference
+    elif setting == "all cores":
+        assert train_both(data_project, prefix=("taskset", "-c", ",".join(map(str, cores)))) == reference
+    else:
+        assert train_both(data_project, env_extra={"ONEDNN_MAX_CPU_ISA": setting}) == reference
+
+
+@pytest.mark.slow
+def test_portable_runs_no_onednn_kernel_and_native_does(data_project):
+    """The kernel path, checked: a TensorFlow upgrade that routes portable products to oneDNN fails here."""
+    verbose = {"ONEDNN_VERBOSE": "1"}
+    portable = data_project.run(sys.executable, "-m", "pipeline.train", "fable", env_extra=verbose)
+    assert ",exec," not in portable.stdout + portable.stderr
+    data_project.edit_params(lambda raw: raw["numerics"].update(mode="native"))
+    try:
+        native = data_project.run(sys.executable, "-m", "pipeline.train", "fable", env_extra=verbose)
+    finally:
+        data_project.edit_params(lambda raw: raw["numerics"].update(mode="portable"))
+    assert ",exec,cpu," in native.stdout + native.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="qemu-user is not installed (make test installs it)")
+@pytest.mark.parametrize("cpu", ["Haswell", "EPYC"])
+def test_models_are_byte_identical_on_other_cpus_emulated_by_qemu(data_project, reference, cpu):
+    """Intel Haswell (AVX2, no AVX-512, 32 KB L1) and AMD EPYC (32 KB L1), emulated: other instruction sets,
+    other vendors, other cache sizes than most hosts; the same model bytes."""
+    assert train_both(data_project, prefix=("qemu-x86_64", "-cpu", cpu)) == reference
