@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 # DVC stages run `python -m pipeline.…`: the virtual environment's python must come first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test browser bench
+.PHONY: setup repro test browser qemu bench
 .DEFAULT_GOAL := repro
 
 setup: $(VENV)/.installed
@@ -25,7 +25,12 @@ $(VENV)/.installed: requirements.txt
 repro: setup
 	dvc repro
 
-test: setup browser
+# qemu-user emulates other x86-64 CPUs (Intel Haswell, AMD EPYC) for the cross-CPU byte-identity tests.
+qemu:
+	@command -v qemu-x86_64 >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends qemu-user >/dev/null; }
+
+test: setup browser qemu
 	python -m pytest
 
 # Issue 5's measurements: ours vs a PyTorch reference (torch is a benchmark-only dependency).

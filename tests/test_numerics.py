@@ -51,10 +51,15 @@ def test_portable_matmul_sums_at_most_chunk_terms_and_matches_the_plain_product(
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((8, 3 * CHUNK + 5), dtype=np.float32))
     w = tf.constant(rng.standard_normal((3 * CHUNK + 5, 7), dtype=np.float32))
-    with tf.GradientTape() as tape:
-        tape.watch([x, w])
-        y = portable_matmul(x, w)
-    dx, dw = tape.gradient(tf.reduce_sum(y * y), [x, w])
+    @tf.function  # as Keras's fit runs it
+    def forward_backward(a, b):
+        with tf.GradientTape() as tape:
+            tape.watch([a, b])
+            product = portable_matmul(a, b)
+            loss = tf.reduce_sum(product * product)
+        return (product, *tape.gradient(loss, [a, b]))
+
+    y, dx, dw = forward_backward(x, w)
     x64, w64 = x.numpy().astype(np.float64), w.numpy().astype(np.float64)
     np.testing.assert_allclose(y.numpy(), x64 @ w64, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(dx.numpy(), 2 * (x64 @ w64) @ w64.T, rtol=1e-3, atol=1e-2)
