@@ -79,6 +79,8 @@ def test_one_run_per_model_with_everything(trained_project):
 def test_logged_model_loads_with_mlflow_and_predicts_like_the_dvc_model(trained_project):
     import keras
 
+    import pipeline.model  # noqa: F401 - registers the pipeline's layers (README: loading with MLflow)
+
     (run,) = runs(trained_project, "mnist")
     (logged,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
     assert logged.source_run_id == run.info.run_id
