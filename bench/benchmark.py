@@ -1,22 +1,32 @@
-"""Benchmark the MNIST LSTM training step and evaluation against a PyTorch reference, side by side.
+"""Benchmark the MNIST LSTM's training and evaluation in both numerics modes against PyTorch, side by side.
 
 Run from the project root, after `dvc repro` (it reads the prepared data and the vocabulary)::
 
     make bench                                   # torch==2.13.0 CPU is installed for it
     python -m bench.benchmark --repeats 5 --output bench/results.json
 
-Ours (the pipeline's own compiled model and ``fit``) and PyTorch (``nn.LSTM`` + ``nn.Linear``, Adam,
-float32, same sizes and batch) are timed in turns in one process, so drift of a noisy machine hits
-both; medians are reported. Also: the float32 GEMM rate at the LSTM's shapes (the ceiling the step's
-matrix products can reach), no-op ``dvc repro`` next to DVC's floor (a one-stage project), the time the
-fable model takes to reach its accuracy ceiling, and a full ``dvc repro`` in a fresh clone of the last
+TensorFlow reads its kernels and threads once per process (pipeline.numerics), so every implementation
+runs in a process of its own: the pipeline's compiled model and ``fit`` pinned to ``numerics.mode``
+portable, the same pinned to native (each with params.yaml's slices and threads per slice), and PyTorch
+(``nn.LSTM`` + ``nn.Linear``, Adam, float32, same sizes and batches). This process imports no
+TensorFlow: it starts the workers, lets each warm up (graphs traced, caches filled), then asks them for
+one timed round each in turn, ``--repeats`` times, so that drift of a noisy machine hits all of them;
+medians are reported, with the ratios of each mode to PyTorch and of portable to native. Also: the
+float32 GEMM rate at the LSTM's shapes in each library and mode (the ceiling the step's matrix products
+can reach); where one training step and one inference batch spend their time, a no-op ``dvc repro``
+next to DVC's floor (a one-stage project) and the time the fable model takes to reach its accuracy
+ceiling, those in params.yaml's numerics mode; and a full ``dvc repro`` in a fresh clone of the last
 commit: wall time, peak RSS of every stage, accuracies, and whether its outputs match the committed dvc.lock.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import importlib.util
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -25,12 +35,24 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import yaml
 
-from pipeline.config import Params, load_params
+from pipeline.config import Params, parse_params
 from pipeline.files import write_json
 from pipeline.tasks import Examples, TrainingData
+
+MODES = ("portable", "native")
+TORCH = "PyTorch"
+TORCH_MISSING = "torch is not installed (make bench installs torch==2.13.0): PyTorch not measured, no ratios to it"
+# Seconds of quiet before each timed turn: the worker that just finished may still have threads spinning.
+_SETTLE_S = 0.25
+
+
+def implementation_name(mode: str) -> str:
+    return f"pipeline {mode}"
 
 
 def median_rate(samples: int, timings: Sequence[float]) -> float:
@@ -43,31 +65,64 @@ def lstm_train_flops(steps: int, features: int, units: int, classes: int) -> flo
     return 3.0 * forward
 
 
-def gemm_gflops(batch: int, inner: int, outer: int, seconds: float = 1.0) -> dict[str, float]:
-    """float32 GEMM rate (GFLOP/s) at the LSTM step's shape (batch × inner) @ (inner × outer), per library.
+def read_raw_params(path: str | Path) -> dict:
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
 
-    Each timed call multiplies 64 such pairs at once, so that call overhead does not count: the figure
-    is what the matrix products of one training step could reach if nothing else took time.
+
+def mode_params(raw: dict, mode: str, batch: int | None = None, source: str = "params.yaml") -> Params:
+    """params.yaml with ``numerics.mode`` set to ``mode`` (and ``mnist.batch_size`` to ``batch``), validated.
+
+    Raises pipeline.config.ParamsError when the params cannot run in that mode (portable needs one thread
+    per slice and slices of at most CHUNK examples).
     """
-    import tensorflow as tf
+    raw = copy.deepcopy(raw)
+    raw["numerics"]["mode"] = mode
+    if batch:
+        raw["mnist"]["batch_size"] = batch
+    return parse_params(raw, source=f"{source} with numerics.mode {mode}" + (f", batch {batch}" if batch else ""))
 
-    count = 64
-    flop = 2.0 * batch * inner * outer * count
-    rates = {}
+
+def ratios(implementations: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """samples/s of each mode over PyTorch's, and of portable over native, for training and evaluation."""
+    pairs = [(f"{mode} / {TORCH}", implementation_name(mode), TORCH) for mode in MODES]
+    pairs.append(("portable / native", implementation_name("portable"), implementation_name("native")))
+    result = {}
+    for key, numerator, denominator in pairs:
+        if numerator in implementations and denominator in implementations:
+            result[key] = {part: implementations[numerator][f"{part}_samples_per_s"]
+                           / implementations[denominator][f"{part}_samples_per_s"] for part in ("train", "eval")}
+    return result
+
+
+# --- float32 GEMM at the step's shape --------------------------------------------------------------------
+
+
+def gemm_operands(batch: int, inner: int, outer: int, count: int = 64) -> tuple[np.ndarray, np.ndarray, float]:
+    """``count`` (batch × inner) matrices, one (inner × outer), and the FLOP of multiplying each by it.
+
+    Each timed call multiplies the 64 pairs at once, so that call overhead does not count: the figure is
+    what the matrix products of one training step could reach if nothing else took time.
+    """
     rng = np.random.default_rng(0)
     a, b = rng.random((count, batch, inner), dtype=np.float32), rng.random((inner, outer), dtype=np.float32)
-    tf_a, tf_b = tf.constant(a), tf.constant(b)
-    batched = tf.function(lambda x, y: tf.linalg.matmul(x, y))
-    rates["tensorflow"] = _rate(lambda: batched(tf_a, tf_b).numpy(), flop, seconds)
-    rates["numpy"] = _rate(lambda: np.matmul(a, b), flop, seconds)
-    try:
+    return a, b, 2.0 * batch * inner * outer * count
+
+
+def gemm_gflops(library: str, batch: int, inner: int, outer: int, seconds: float = 1.0) -> float:
+    """float32 GEMM rate (GFLOP/s) of ``library`` (tensorflow, torch, numpy) in this process's settings."""
+    a, b, flop = gemm_operands(batch, inner, outer)
+    if library == "tensorflow":
+        import tensorflow as tf
+
+        tf_a, tf_b = tf.constant(a), tf.constant(b)
+        batched = tf.function(lambda x, y: tf.linalg.matmul(x, y))
+        return _rate(lambda: batched(tf_a, tf_b).numpy(), flop, seconds)
+    if library == "torch":
         import torch
-    except ImportError:
-        pass
-    else:
+
         t_a, t_b = torch.from_numpy(a), torch.from_numpy(b)
-        rates["torch"] = _rate(lambda: torch.matmul(t_a, t_b), flop, seconds)
-    return rates
+        return _rate(lambda: torch.matmul(t_a, t_b), flop, seconds)
+    return _rate(lambda: np.matmul(a, b), flop, seconds)
 
 
 def _rate(action: Callable[[], object], flop: float, seconds: float, tries: int = 3) -> float:
@@ -83,54 +138,102 @@ def _rate(action: Callable[[], object], flop: float, seconds: float, tries: int 
     return max(rates)
 
 
+# --- the implementations, each in a worker process of its own ----------------------------------------
+
+
+def bench_batches(x: np.ndarray, y: np.ndarray, batch: int, batches: int) -> tuple[np.ndarray, np.ndarray]:
+    """``batches`` full batches from the start of ``x``, ``y`` (from the start again if it has fewer)."""
+    index = np.arange(batch * batches) % len(x)
+    return x[index], y[index]
+
+
+def timed_span(marks: Sequence[tuple[int, float]], batch: int) -> tuple[float, int]:
+    """Seconds and samples between the first and the last of ``marks``: (index of the last batch done, time).
+
+    With ``steps_per_execution`` > 1 Keras reports once per execution, with the index of its last batch:
+    the samples are counted from the indices, not from the number of reports.
+    """
+    (first_index, first_time), (last_index, last_time) = marks[0], marks[-1]
+    return last_time - first_time, (last_index - first_index) * batch
+
+
 class Ours:
-    """The pipeline's own MNIST model and training step."""
+    """The pipeline's own MNIST model and training step, in this process's numerics mode."""
 
-    name = "pipeline (Keras)"
-
-    def __init__(self, params: Params, data: TrainingData, batch: int):
+    def __init__(self, params: Params, train_batches: int, eval_samples: int):
         from pipeline.mnist import TASK
-        from pipeline.model import logits_function, use_cores
-        from pipeline.train import compiled_model
+        from pipeline.model import INFERENCE_BATCH, logits_function
+        from pipeline.prepare import load_split
+        from pipeline.training import compiled_model
 
-        use_cores(params.mnist.parallel_slices)  # as the train stage does, before TensorFlow starts
-        self.model = compiled_model(TASK, params, data)
-        self.batch, self.logits = batch, logits_function(self.model)
+        x, y = load_split(params.paths.mnist.prepared, "train")
+        # Compiled for the whole training split, as the train stage compiles it: the same steps per
+        # execution (the largest divisor of an epoch's steps up to mnist.steps_per_execution).
+        self.model = compiled_model(TASK, params, TrainingData(train=Examples(x, y), validation=None, classes=10))
+        self.batch, self.logits = params.mnist.batch_size, logits_function(self.model)
+        self.steps_per_execution = int(self.model.steps_per_execution)
+        # One untimed execution, then at least ``train_batches`` timed batches in whole executions.
+        self.skip_batches = self.steps_per_execution
+        self.total_batches = self.skip_batches + self.steps_per_execution * math.ceil(train_batches / self.steps_per_execution)
+        self.x, self.y = bench_batches(x, y, self.batch, self.total_batches)
+        self.x_eval = load_split(params.paths.mnist.prepared, "test")[0][:eval_samples]
+        self.inference_batch = INFERENCE_BATCH
 
-    def train(self, x: np.ndarray, y: np.ndarray) -> float:
-        """Seconds for the batches after the first: ``fit``'s set-up is paid once per training run, not per step."""
+    def train(self) -> tuple[float, int]:
+        """Seconds and samples after the first execution: ``fit``'s set-up is paid once per training run."""
         import keras
 
-        marks: list[float] = []
+        marks: list[tuple[int, float]] = []
 
         class Clock(keras.callbacks.Callback):
             def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-                marks.append(time.perf_counter())
+                marks.append((batch, time.perf_counter()))
 
-        self.model.fit(x, y, batch_size=self.batch, epochs=1, shuffle=False, verbose=0, callbacks=[Clock()])
-        return marks[-1] - marks[0]
+        self.model.fit(self.x, self.y, batch_size=self.batch, epochs=1, shuffle=False, verbose=0, callbacks=[Clock()])
+        if marks[0][0] != self.skip_batches - 1 or marks[-1][0] != self.total_batches - 1:
+            raise RuntimeError(f"fit reported batches {marks[0][0]}..{marks[-1][0]}, expected "
+                               f"{self.skip_batches - 1}..{self.total_batches - 1}")
+        return timed_span(marks, self.batch)
 
-    def evaluate(self, x: np.ndarray) -> None:
-        self.logits(x)  # as the evaluate stage does
+    def evaluate(self) -> None:
+        self.logits(self.x_eval)  # as the evaluate stage does
+
+    def describe(self) -> dict:
+        import keras
+        import tensorflow as tf
+
+        return {"steps": self.x.shape[1], "features": self.x.shape[2], "steps_per_execution": self.steps_per_execution, "skip_batches": self.skip_batches,
+                "total_batches": self.total_batches, "inference_batch": self.inference_batch,
+                "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+                "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+                "tensorflow": tf.__version__, "keras": keras.__version__}
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 class Torch:
     """The same network in PyTorch: LSTM(units) over the rows, the last output -> dense 10, Adam."""
 
-    name = "PyTorch"
-
-    def __init__(self, params: Params, data: TrainingData, batch: int):
+    def __init__(self, params: Params, total_batches: int, skip_batches: int, eval_samples: int, inference_batch: int):
         import torch
 
+        from pipeline.prepare import load_split
+
         torch.manual_seed(params.mnist.seed)
-        torch.set_num_threads(os.cpu_count() or 1)
-        features, units = data.train.x.shape[2], params.mnist.units
+        torch.set_num_threads(cores())
+        x, y = load_split(params.paths.mnist.prepared, "train")
+        features, units, classes = x.shape[2], params.mnist.units, 10
 
         class Net(torch.nn.Module):
             def __init__(self) -> None:
                 super().__init__()
                 self.lstm = torch.nn.LSTM(features, units, num_layers=params.mnist.layers, batch_first=True)
-                self.logits = torch.nn.Linear(units, data.classes)
+                self.logits = torch.nn.Linear(units, classes)
 
             def forward(self, x: torch.Tensor) -> torch.Tensor:
                 return self.logits(self.lstm(x)[0][:, -1])
@@ -138,27 +241,31 @@ class Torch:
         self.torch, self.net = torch, Net()
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=params.mnist.learning_rate)
         self.loss = torch.nn.CrossEntropyLoss()
-        self.batch = batch
+        self.batch, self.skip_batches, self.inference_batch = params.mnist.batch_size, skip_batches, inference_batch
+        self.x, self.y = bench_batches(x, y, self.batch, total_batches)  # the batches ours trains on
+        self.x_eval = load_split(params.paths.mnist.prepared, "test")[0][:eval_samples]
 
-    def train(self, x: np.ndarray, y: np.ndarray) -> float:
-        """Seconds for the batches after the first, as for ours."""
-        inputs = self.torch.from_numpy(x.astype(np.float32) / 255)
-        labels = self.torch.from_numpy(y.astype(np.int64))
+    def train(self) -> tuple[float, int]:
+        """Seconds and samples after the batches ours does not time either (its first execution)."""
+        inputs = self.torch.from_numpy(self.x.astype(np.float32) / 255)
+        labels = self.torch.from_numpy(self.y.astype(np.int64))
         marks = []
-        for start in range(0, len(x), self.batch):
+        for index, start in enumerate(range(0, len(inputs), self.batch)):
             self.optimizer.zero_grad()
             self.loss(self.net(inputs[start : start + self.batch]), labels[start : start + self.batch]).backward()
             self.optimizer.step()
-            marks.append(time.perf_counter())
-        return marks[-1] - marks[0]
+            if index >= self.skip_batches - 1:
+                marks.append((index, time.perf_counter()))
+        return timed_span(marks, self.batch)
 
-    def evaluate(self, x: np.ndarray) -> None:
-        from pipeline.model import INFERENCE_BATCH
-
-        inputs = self.torch.from_numpy(x.astype(np.float32) / 255)
+    def evaluate(self) -> None:
+        inputs = self.torch.from_numpy(self.x_eval.astype(np.float32) / 255)
         with self.torch.inference_mode():
-            for start in range(0, len(x), INFERENCE_BATCH):
-                self.net(inputs[start : start + INFERENCE_BATCH])
+            for start in range(0, len(inputs), self.inference_batch):
+                self.net(inputs[start : start + self.inference_batch])
+
+    def describe(self) -> dict:
+        return {"threads": self.torch.get_num_threads(), "torch": self.torch.__version__}
 
 
 def timed(action: Callable[[], None]) -> float:
@@ -167,47 +274,210 @@ def timed(action: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def throughput(params: Params, batch: int, train_batches: int, evaluation_samples: int, repeats: int) -> dict:
-    """samples/s of each implementation, measured in turns; the first round of each is a warm-up."""
-    from pipeline.prepare import load_split
+def throughput_worker(args: argparse.Namespace) -> None:
+    """A worker (``--worker portable|native|torch``): set up, warm up, then answer commands on stdin.
 
-    x, y = load_split(params.paths.mnist.prepared, "train")
-    x, y = x[: train_batches * batch], y[: train_batches * batch]
-    x_eval = load_split(params.paths.mnist.prepared, "test")[0][:evaluation_samples]
-    data = TrainingData(train=Examples(x, y), validation=None, classes=10)
-    implementations: list = [Ours(params, data, batch)]
-    try:
-        implementations.append(Torch(params, data, batch))
-        torch_note = None
-    except ImportError:
-        torch_note = "torch is not installed (make bench installs torch==2.13.0)"
-    timings: dict[str, dict[str, list[float]]] = {i.name: {"train": [], "eval": []} for i in implementations}
-    for round_ in range(repeats + 1):
-        for implementation in implementations:
-            train_seconds = implementation.train(x, y)
-            eval_seconds = timed(lambda: implementation.evaluate(x_eval))
-            if round_:  # round 0 builds graphs and warms caches
-                timings[implementation.name]["train"].append(train_seconds)
-                timings[implementation.name]["eval"].append(eval_seconds)
-    flops = lstm_train_flops(x.shape[1], x.shape[2], params.mnist.units, 10)
-    gemm = gemm_gflops(batch, x.shape[2] + params.mnist.units, 4 * params.mnist.units)
+    One JSON line on stdout per answer: ``ready`` once warmed up, then one per ``round`` (a timed
+    training round and a timed evaluation) and ``gemm``; ``quit`` or the end of stdin ends it.
+    """
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # whatever else is printed goes to stderr
+
+    def answer(message: dict) -> None:
+        answers.write(json.dumps(message) + "\n")
+
+    raw = read_raw_params(args.params)
+    if args.worker == "torch":
+        try:
+            import torch  # noqa: F401
+        except ImportError as error:
+            answer({"unavailable": f"torch cannot be imported ({error}): PyTorch not measured, no ratios to it"})
+            return
+        params = mode_params(raw, "native", args.batch, args.params)  # native: no constraint on slices to meet
+        implementation: Ours | Torch = Torch(params, args.total_batches, args.skip_batches, args.eval_samples,
+                                             args.inference_batch)
+        libraries = ("torch",)
+    else:
+        from pipeline.numerics import pin_for
+
+        params = mode_params(raw, args.worker, args.batch, args.params)
+        pin_for(params, "mnist", f"bench {args.worker}")  # before anything imports TensorFlow
+        implementation = Ours(params, args.train_batches, args.eval_samples)
+        libraries = ("tensorflow",)
+
+    def one_round() -> dict:
+        train_seconds, train_samples = implementation.train()
+        return {"train_seconds": train_seconds, "train_samples": train_samples,
+                "eval_seconds": timed(implementation.evaluate), "eval_samples": len(implementation.x_eval)}
+
+    one_round()  # builds graphs, warms caches: not timed
+    answer({"ready": implementation.describe()})
+    inner, outer = implementation.x.shape[2] + params.mnist.units, 4 * params.mnist.units
+    for command in sys.stdin:
+        command = command.strip()
+        if command == "round":
+            answer(one_round())
+        elif command == "gemm":
+            answer({"gemm_gflops": {library: gemm_gflops(library, params.mnist.batch_size, inner, outer)
+                                    for library in libraries}})
+        elif command == "quit":
+            break
+        else:
+            raise ValueError(f"unknown command {command!r}")
+
+
+class Worker:
+    """A worker process of this module, spoken to one JSON line at a time; its stderr kept for errors."""
+
+    def __init__(self, name: str, arguments: Sequence[str]):
+        self.name, self.log = name, tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.benchmark", *arguments], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self.log, text=True, encoding="utf-8", bufsize=1)
+
+    def receive(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"benchmark worker {self.name} ended ({self.process.wait()}) without answering:\n"
+                               f"{self.stderr_tail()}")
+        return json.loads(line)
+
+    def ask(self, command: str) -> dict:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self.receive()
+
+    def stderr_tail(self, lines: int = 30) -> str:
+        self.log.seek(0)
+        return "\n".join(self.log.read().splitlines()[-lines:])
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.process.stdin.write("quit\n")
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+def throughput(params_path: str, raw: dict, modes: Sequence[str], batch: int, train_batches: int,
+               evaluation_samples: int, repeats: int) -> dict:
+    """samples/s of each implementation, each in its own warmed-up worker, timed in turns ``repeats`` times."""
+    common = ["--params", params_path, "--batch", str(batch), "--eval-samples", str(evaluation_samples)]
+    notes: list[str] = []
+    runnable = []
+    for mode in modes:
+        try:
+            mode_params(raw, mode, batch, params_path)
+        except Exception as error:  # noqa: BLE001 - pipeline.config.ParamsError: this mode cannot run these params
+            notes.append(f"{implementation_name(mode)} not measured: {error}")
+        else:
+            runnable.append(mode)
+    if not runnable:
+        raise RuntimeError("no numerics mode can run these params:\n" + "\n".join(notes))
+    workers: dict[str, Worker] = {}
+    setups: dict[str, dict] = {}
+    torch_note = None
+    with contextlib.ExitStack() as stack:
+        for mode in runnable:  # one after the other: no set-up runs beside another's
+            name = implementation_name(mode)
+            workers[name] = Worker(name, ["--worker", mode, "--train-batches", str(train_batches), *common])
+            stack.callback(workers[name].close)
+            setups[name] = workers[name].receive()["ready"]
+        layout = setups[implementation_name(runnable[0])]
+        if importlib.util.find_spec("torch") is None:
+            torch_note = TORCH_MISSING
+        else:
+            worker = Worker(TORCH, ["--worker", "torch", "--total-batches", str(layout["total_batches"]),
+                                    "--skip-batches", str(layout["skip_batches"]),
+                                    "--inference-batch", str(layout["inference_batch"]), *common])
+            stack.callback(worker.close)
+            answer = worker.receive()
+            if "unavailable" in answer:
+                torch_note = answer["unavailable"]
+            else:
+                workers[TORCH], setups[TORCH] = worker, answer["ready"]
+        if torch_note:
+            notes.append(torch_note)
+        rounds: dict[str, list[dict]] = {name: [] for name in workers}
+        for _ in range(repeats):
+            for name, worker in workers.items():
+                time.sleep(_SETTLE_S)
+                rounds[name].append(worker.ask("round"))
+        gemm = {}
+        for name, worker in workers.items():
+            for library, rate in worker.ask("gemm")["gemm_gflops"].items():
+                gemm[library if name == TORCH else f"{library} {name.removeprefix('pipeline ')}"] = rate
+    units = raw["mnist"]["units"]
+    gemm["numpy"] = gemm_gflops("numpy", batch, layout["features"] + units, 4 * units)
+    flops = lstm_train_flops(layout["steps"], layout["features"], units, 10)
     limit = max(gemm.values())
-    results = {"batch_size": batch, "gemm_gflops": gemm, "gemm_limit_gflops": limit,
-               "gemm_limit_train_samples_per_s": limit * 1e9 / flops, "torch": torch_note or "measured"}
-    for name, timing in timings.items():
-        train_rate = median_rate(len(x) - batch, timing["train"])  # the timed batches: all but the first
-        results[name] = {
+    implementations = {}
+    for name, measured in rounds.items():
+        train_samples, eval_samples = measured[0]["train_samples"], measured[0]["eval_samples"]
+        train_rate = median_rate(train_samples, [m["train_seconds"] for m in measured])
+        implementations[name] = {
             "train_samples_per_s": train_rate,
-            "eval_samples_per_s": median_rate(len(x_eval), timing["eval"]),
+            "eval_samples_per_s": median_rate(eval_samples, [m["eval_seconds"] for m in measured]),
             "train_fraction_of_gemm_limit": train_rate * flops / (limit * 1e9),
-            "train_seconds": timing["train"],
-            "eval_seconds": timing["eval"],
+            "train_samples_per_round": train_samples,
+            "eval_samples_per_round": eval_samples,
+            "train_seconds": [m["train_seconds"] for m in measured],
+            "eval_seconds": [m["eval_seconds"] for m in measured],
+            "setup": setups[name],
         }
-    if "PyTorch" in results:
-        ours, reference = results[Ours.name], results["PyTorch"]
-        results["ratio_train"] = ours["train_samples_per_s"] / reference["train_samples_per_s"]
-        results["ratio_eval"] = ours["eval_samples_per_s"] / reference["eval_samples_per_s"]
-    return results
+    from pipeline.numerics import describe
+
+    return {
+        "batch_size": batch, "repeats": repeats,
+        "steps_per_execution": layout["steps_per_execution"],
+        "timed_batches_per_round": layout["total_batches"] - layout["skip_batches"],
+        "parallel_slices": raw["mnist"]["parallel_slices"],
+        "threads_per_slice": raw["numerics"]["threads_per_slice"],
+        "numerics": {mode: describe(mode) for mode in runnable},
+        "implementations": implementations,
+        "ratios": ratios(implementations),
+        "gemm_gflops": gemm, "gemm_limit_gflops": limit,
+        "gemm_limit_train_samples_per_s": limit * 1e9 / flops,
+        "torch": torch_note or "measured",
+        "notes": notes,
+    }
+
+
+# --- the parts that run TensorFlow once, in params.yaml's numerics mode --------------------------------
+
+
+def one_shot(kind: str, arguments: Sequence[str]) -> dict:
+    """Run ``--worker kind`` to its end in a process of its own and return the JSON it wrote."""
+    with tempfile.TemporaryDirectory() as scratch, open(Path(scratch) / "stderr", "w+", encoding="utf-8") as log:
+        output = Path(scratch) / "result.json"
+        done = subprocess.run([sys.executable, "-m", "bench.benchmark", "--worker", kind, *arguments,
+                               "--json-out", str(output)], stdout=log, stderr=subprocess.STDOUT, check=False)
+        if done.returncode != 0:
+            log.seek(0)
+            raise RuntimeError(f"benchmark worker {kind} failed ({done.returncode}):\n"
+                               + "\n".join(log.read().splitlines()[-30:]))
+        return json.loads(output.read_text())
+
+
+def one_shot_worker(args: argparse.Namespace) -> None:
+    """``--worker profile`` or ``--worker fable``: pin as params.yaml says, measure, write ``--json-out``."""
+    from pipeline.numerics import pin_for
+
+    raw = read_raw_params(args.params)
+    mode = raw["numerics"]["mode"]
+    if args.worker == "profile":
+        params = mode_params(raw, mode, args.batch, args.params)
+        pin_for(params, "mnist", "bench profile")
+        result = {"mode": mode, **step_profile(params, params.mnist.batch_size, args.repeats)}
+    else:
+        params = mode_params(raw, mode, None, args.params)
+        pin_for(params, "fable", "bench fable")
+        result = {"mode": mode, **fable_time_to_ceiling(params)}
+    Path(args.json_out).write_text(json.dumps(result))
 
 
 def step_profile(params: Params, batch: int, repeats: int) -> dict:
@@ -225,7 +495,7 @@ def step_profile(params: Params, batch: int, repeats: int) -> dict:
     from pipeline.mnist import TASK
     from pipeline.model import INFERENCE_BATCH
     from pipeline.prepare import load_split
-    from pipeline.train import compiled_model
+    from pipeline.training import compiled_model
 
     images, labels = load_split(params.paths.mnist.prepared, "validation")
     data = TrainingData(train=Examples(images[:batch], labels[:batch]), validation=None, classes=10)
@@ -245,7 +515,8 @@ def step_profile(params: Params, batch: int, repeats: int) -> dict:
     return {
         "train": _graph_profile(step, (x, y), repeats),
         "inference": _graph_profile(inference, (tf.constant(images[:INFERENCE_BATCH]),), repeats),
-        "inference_batch": INFERENCE_BATCH,
+        "train_batch": len(data.train),  # fewer than asked when the validation split is smaller
+        "inference_batch": len(images[:INFERENCE_BATCH]),
     }
 
 
@@ -313,7 +584,7 @@ def fable_time_to_ceiling(params: Params) -> dict:
     import keras
 
     from pipeline.fable import TASK
-    from pipeline.train import compiled_model
+    from pipeline.training import compiled_model
     from pipeline.vocabulary import load_vocabulary
 
     data = TASK.load_training_data(params)
@@ -416,24 +687,34 @@ def _outs(lock: dict) -> dict:
 
 
 def table(results: dict) -> str:
+    t = results["throughput"]
     rows = ["| implementation | train samples/s | eval samples/s | train, share of GEMM limit |",
             "|---|---|---|---|"]
-    for name in (Ours.name, "PyTorch"):
-        if name in results["throughput"]:
-            item = results["throughput"][name]
-            rows.append(f"| {name} | {item['train_samples_per_s']:,.0f} | {item['eval_samples_per_s']:,.0f} | "
-                        f"{item['train_fraction_of_gemm_limit']:.1%} |")
+    for name, item in t["implementations"].items():
+        rows.append(f"| {name} | {item['train_samples_per_s']:,.0f} | {item['eval_samples_per_s']:,.0f} | "
+                    f"{item['train_fraction_of_gemm_limit']:.1%} |")
     lines = ["\n".join(rows), ""]
-    t = results["throughput"]
-    if "ratio_train" in t:
-        lines.append(f"ours / PyTorch: train {t['ratio_train']:.2f}×, eval {t['ratio_eval']:.2f}×")
-    lines.append(f"batch {t['batch_size']}; float32 GEMM at the step's shape: "
-                 + ", ".join(f"{k} {v:.0f}" for k, v in t["gemm_gflops"].items())
+    for mode in MODES:
+        if f"{mode} / {TORCH}" in t["ratios"]:
+            r = t["ratios"][f"{mode} / {TORCH}"]
+            lines.append(f"{mode} / {TORCH}: train {r['train']:.2f}×, eval {r['eval']:.2f}×")
+    if "portable / native" in t["ratios"]:
+        r = t["ratios"]["portable / native"]
+        lines.append(f"portable costs: train {1 / r['train']:.2f}× native's time, eval {1 / r['eval']:.2f}×")
+    lines.extend(t["notes"])
+    torch_threads = t["implementations"].get(TORCH, {}).get("setup", {}).get("threads")
+    lines.append(f"batch {t['batch_size']}, {t['steps_per_execution']} steps per execution, "
+                 f"{t['timed_batches_per_round']} timed batches per round after the first execution; medians of "
+                 f"{t['repeats']} round(s) in turns, each implementation in its own process; pipeline "
+                 f"{t['parallel_slices']} slice(s) × {t['threads_per_slice']} thread(s)"
+                 + (f", PyTorch {torch_threads} thread(s)" if torch_threads else ""))
+    lines.append("float32 GEMM at the step's shape: " + ", ".join(f"{k} {v:.0f}" for k, v in t["gemm_gflops"].items())
                  + f" GFLOP/s; limit ≈ {t['gemm_limit_train_samples_per_s']:,.0f} training samples/s")
     if "profile" in results:
         profile = results["profile"]
-        for what, p in ((f"one training step (batch {t['batch_size']})", profile["train"]),
-                        (f"one inference batch ({profile['inference_batch']})", profile["inference"])):
+        for what, p in ((f"one training step (batch {profile.get('train_batch', t['batch_size'])}, "
+                         f"{profile['mode']})", profile["train"]),
+                        (f"one inference batch ({profile['inference_batch']}, {profile['mode']})", profile["inference"])):
             lines.append(f"{what}: {p['step_ms']:.1f} ms; its {p['matmuls']} matrix products alone "
                          f"{p['matmul_ms']:.1f} ms; the other {p['other_ops']:,} graph operations "
                          f"≈ {p['other_ms_per_op']:.1f} µs each")
@@ -443,7 +724,7 @@ def table(results: dict) -> str:
                      f"{d['dvc_floor_no_op_repro_s']:.2f} s ({d['ratio']:.2f}×)")
     if "fable" in results:
         f = results["fable"]
-        lines.append(f"fable reaches its ceiling {f['ceiling']:.4f}: " + (
+        lines.append(f"fable reaches its ceiling {f['ceiling']:.4f} ({f['mode']}): " + (
             f"epoch {f['epoch']}, {f['seconds']:.1f} s" if f["reached"] else f"not within {f['epochs_allowed']} epochs"))
     if "repro" in results:
         r = results["repro"]
@@ -455,25 +736,51 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds per measurement (median)")
-    parser.add_argument("--train-batches", type=int, default=50, help="batches per timed training round")
-    parser.add_argument("--eval-samples", type=int, default=10_000)
-    parser.add_argument("--batch", type=int, help="training batch (default: mnist.batch_size of params.yaml)")
+    parser.add_argument("--repeats", type=_positive, default=5, help="timed rounds per measurement (median)")
+    parser.add_argument("--train-batches", type=_positive, default=50,
+                        help="timed batches per training round, at least (rounded up to whole executions)")
+    parser.add_argument("--eval-samples", type=_positive, default=10_000)
+    parser.add_argument("--batch", type=_positive, help="training batch (default: mnist.batch_size of params.yaml)")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
+                        help="numerics modes of the pipeline to measure, each in its own process (default: both)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["dvc", "fable", "repro"],
                         help="leave out slower parts (repro runs the whole pipeline in a fresh clone)")
     parser.add_argument("--output", default="bench/results.json")
+    # A worker process of the benchmark's own (see throughput_worker and one_shot_worker).
+    parser.add_argument("--worker", choices=[*MODES, "torch", "profile", "fable"], help=argparse.SUPPRESS)
+    parser.add_argument("--json-out", help=argparse.SUPPRESS)
+    parser.add_argument("--total-batches", type=_positive, help=argparse.SUPPRESS)
+    parser.add_argument("--skip-batches", type=_positive, help=argparse.SUPPRESS)
+    parser.add_argument("--inference-batch", type=_positive, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    params = load_params(args.params)
+    if args.worker in ("profile", "fable"):
+        one_shot_worker(args)
+        return
+    if args.worker:
+        throughput_worker(args)
+        return
+    raw = read_raw_params(args.params)
+    params = parse_params(raw, source=args.params)  # the params as they are must be valid
     batch = args.batch or params.mnist.batch_size
-    results: dict = {"throughput": throughput(params, batch, args.train_batches, args.eval_samples, args.repeats)}
-    results["profile"] = step_profile(params, batch, args.repeats)
+    modes = list(dict.fromkeys(args.modes))
+    common = ["--params", args.params, "--repeats", str(args.repeats)]
+    results: dict[str, Any] = {
+        "throughput": throughput(args.params, raw, modes, batch, args.train_batches, args.eval_samples, args.repeats)}
+    results["profile"] = one_shot("profile", [*common, "--batch", str(batch)])
     if "dvc" not in args.skip:
         results["dvc"] = dvc_no_op(args.repeats)
     if "fable" not in args.skip:
-        results["fable"] = fable_time_to_ceiling(params)
+        results["fable"] = one_shot("fable", common)
     if "repro" not in args.skip:
         results["repro"] = full_repro(Path.cwd())
     results["table"] = table(results)

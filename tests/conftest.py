@@ -21,6 +21,16 @@ ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ("pipeline", "bench", "dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".gitignore")
 
 
+@pytest.fixture(autouse=True)
+def _restore_environment() -> Iterator[None]:
+    """Each test gets the environment the session started with: ``mlflow.set_tracking_uri`` exports
+    ``MLFLOW_TRACKING_URI``, and a later project copy would otherwise log its runs into that store."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def params_raw() -> dict:
     """params.yaml as parsed YAML; tests deep-copy and shrink it, never write a parallel config."""
@@ -139,7 +149,8 @@ def make_project_copy(destination: Path, mirror: Path) -> ProjectCopy:
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, target)
-    env = dict(os.environ)
+    # A copy tracks into its own mlflow.db unless a test says otherwise (env_extra, ProjectCopy.env).
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
     env.update(
         PIPELINE_MIRROR=str(mirror),
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
