@@ -139,6 +139,21 @@ class ProjectCopy:
         return self.run(sys.executable, *arguments, check=check)
 
 
+def project_environment(mirror: Path) -> dict[str, str]:
+    """What a project copy's commands run with: the offline mirror, this venv first on PATH, a git identity.
+
+    A copy tracks into its own mlflow.db unless a test says otherwise (env_extra, ProjectCopy.env).
+    """
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
+    env.update(
+        PIPELINE_MIRROR=str(mirror),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.invalid",
+        GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.invalid",
+    )
+    return env
+
+
 def make_project_copy(destination: Path, mirror: Path) -> ProjectCopy:
     """The project's code and pipeline in a fresh git repository at ``destination``."""
     destination.mkdir(parents=True, exist_ok=True)
@@ -149,15 +164,7 @@ def make_project_copy(destination: Path, mirror: Path) -> ProjectCopy:
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, target)
-    # A copy tracks into its own mlflow.db unless a test says otherwise (env_extra, ProjectCopy.env).
-    env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
-    env.update(
-        PIPELINE_MIRROR=str(mirror),
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.invalid",
-        GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.invalid",
-    )
-    project = ProjectCopy(root=destination, env=env)
+    project = ProjectCopy(root=destination, env=project_environment(mirror))
     project.run("git", "init", "-q")
     # DVC experiments commit too (through pygit2, which reads git config, not the environment).
     project.run("git", "config", "user.name", "test")
@@ -196,3 +203,15 @@ def trained_copy(trained_project: ProjectCopy, tmp_path: Path) -> ProjectCopy:
     root = tmp_path / "project"
     shutil.copytree(trained_project.root, root, symlinks=True)
     return ProjectCopy(root=root, env=dict(trained_project.env))
+
+
+# --- the quick loop: `pytest -m "not slow"` ------------------------------------------------------------
+
+# Fixtures that run real DVC stages (a trained project takes a minute to build): a test using one is slow.
+SLOW_FIXTURES = frozenset({"trained_project", "trained_copy", "uninterrupted", "data_project"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
