@@ -1,11 +1,15 @@
 # `make repro` and `make test` are the two commands a fresh clone needs (see README.md).
-PYTHON ?= python3.11
+# The interpreter the virtual environment is made with: PYTHON if given, else the first of these that
+# runs as Python 3.11-3.13 (the pinned requirements: numpy 2.4 and pandas 3 need 3.11, TensorFlow 2.21 stops at 3.13).
+PYTHON_CANDIDATES := python3.11 python3.12 python3.13 python3
+SUPPORTED := 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))'
+PYTHON ?= $(shell for p in $(PYTHON_CANDIDATES); do $$p -c $(SUPPORTED) 2>/dev/null && { command -v $$p; break; }; done)
 VENV := .venv
 BIN := $(abspath $(VENV))/bin
 # DVC stages run `python -m pipeline.…`: the virtual environment's python must come first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test browser qemu bench
+.PHONY: setup python repro test browser qemu bench
 .DEFAULT_GOAL := repro
 
 setup: $(VENV)/.installed
@@ -18,9 +22,16 @@ browser:
 
 # Reinstalls only when requirements.txt (the full pinned set) changes.
 $(VENV)/.installed: requirements.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(MAKE) --no-print-directory python
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
+
+# Which interpreter `make setup` uses, or one line saying why none fits.
+python:
+	@test -n "$(PYTHON)" || { echo "make: no Python 3.11-3.13 found (tried $(PYTHON_CANDIDATES)); install one, or make PYTHON=/path/to/python3.x" >&2; exit 1; }
+	@$(PYTHON) -c $(SUPPORTED) 2>/dev/null || { echo "make: PYTHON=$(PYTHON) is not a Python 3.11-3.13 (the pinned requirements need one)" >&2; exit 1; }
+	@echo "make: Python $$($(PYTHON) -c 'import platform; print(platform.python_version())') at $(PYTHON)"
 
 repro: setup
 	dvc repro
@@ -33,7 +44,7 @@ qemu:
 test: setup browser qemu
 	python -m pytest
 
-# Issue 5's measurements: ours vs a PyTorch reference (torch is a benchmark-only dependency).
+# Throughput of both numerics modes against PyTorch, and the pipeline's costs (torch: benchmark only).
 bench: setup
 	python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	python -m bench.benchmark

@@ -10,7 +10,7 @@ import mlflow
 from pipeline import tracking
 from pipeline.config import Params
 from pipeline.files import write_bytes, write_json
-from pipeline.model import load_model
+from pipeline.model import load_model, require_model
 from pipeline.tasks import Evaluation, Task
 
 
@@ -28,6 +28,7 @@ def write_evaluation(evaluation: Evaluation, metrics_path: str) -> None:
 def run(task: Task, params: Params) -> None:
     """The evaluate stage's work: metrics and reports of the workspace model, into DVC's files and MLflow."""
     paths = params.paths_of(task.name)
+    require_model(paths.model)
     with tracking.evaluation_run(task, params, Path(paths.model)):
         evaluation = evaluate(task, params)
         write_evaluation(evaluation, paths.metrics)

@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pipeline.config import load_params
-from pipeline.fable import generate
-from pipeline.model import load_model
+from pipeline.numerics import pin_for
 from pipeline.stage import run_stage, stage_parser
 from pipeline.vocabulary import load_vocabulary
 
@@ -29,6 +28,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if words < 0:
             parser.error(f"--words must be 0 or more, got {words}")
         vocabulary = load_vocabulary(params.paths.fable.vocabulary)
+        pin_for(params, "fable", "generate")  # the arithmetic of the evaluate stage, whose story this repeats
+        from pipeline.fable import generate  # noqa: PLC0415 - TensorFlow loads here, after its kernels are pinned
+        from pipeline.model import load_model  # noqa: PLC0415
+
         print(" ".join(generate(load_model(params.paths.fable.model), vocabulary, args.prompt, words)))
 
 

@@ -137,10 +137,15 @@ def _renumber_shared_objects(value: Any, numbers: dict[int, int]) -> Any:
     return value
 
 
-def load_model(path: str | Path) -> keras.Model:
-    """A trained model; ``safe_mode`` refuses archives that would run arbitrary code (Lambda layers)."""
+def require_model(path: str | Path) -> None:
+    """Fails with one line when there is no trained model at ``path``."""
     if not Path(path).is_file():
         raise ModelError(f"{path}: no trained model there (run `dvc repro` first)")
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """A trained model; ``safe_mode`` refuses archives that would run arbitrary code (Lambda layers)."""
+    require_model(path)
     try:
         return keras.models.load_model(path, safe_mode=True)
     except ValueError as error:

@@ -22,9 +22,10 @@ only change what is printed (``TF_CPP_MIN_LOG_LEVEL``, ``ONEDNN_VERBOSE``) are l
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING
 
 from pipeline.errors import PipelineError
@@ -44,6 +45,9 @@ _OUTPUT_ONLY = frozenset({
     "TF_CPP_MIN_LOG_LEVEL", "TF_CPP_MAX_VLOG_LEVEL", "TF_CPP_VMODULE", "TF_CPP_LOG_THREAD_ID",
     "ONEDNN_VERBOSE", "ONEDNN_VERBOSE_TIMESTAMP", "DNNL_VERBOSE", "DNNL_VERBOSE_TIMESTAMP",
 })
+# TensorFlow's C++ log (CUDA probing, CPU feature notes, absl start-up) is silenced unless the user sets
+# the level: TF_CPP_MIN_LOG_LEVEL=0 brings it all back.
+_LOG_LEVEL, QUIET = "TF_CPP_MIN_LOG_LEVEL", "3"
 # Terraform's variables share the TF_ prefix; TensorFlow reads none of them.
 _TERRAFORM = ("TF_CLI_", "TF_VAR_", "TF_LOG", "TF_DATA_DIR", "TF_IN_AUTOMATION", "TF_INPUT", "TF_WORKSPACE",
               "TF_PLUGIN_CACHE", "TF_REGISTRY_", "TF_TOKEN_", "TF_APPEND_USER_AGENT", "TF_IGNORE")
@@ -61,7 +65,25 @@ def environment(mode: Mode, environ: Mapping[str, str] = os.environ) -> tuple[di
               or not (name.startswith(_ARITHMETIC_PREFIXES) or name in pinned)}
     overridden = sorted(f"{name}={value}" for name, value in environ.items()
                         if name not in result and pinned.get(name) != value)
-    return result | pinned, overridden
+    return {_LOG_LEVEL: QUIET} | result | pinned, overridden
+
+
+@contextlib.contextmanager
+def _quiet_stderr(quiet: bool) -> Iterator[None]:
+    """File descriptor 2 to /dev/null while TensorFlow loads (``quiet``): its libraries log the CUDA probe
+    and absl's start-up notice in C++ before any log level applies. A Python exception still propagates."""
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 _pinned: tuple[str, int, int] | None = None  # what pin() set in this process
@@ -89,7 +111,8 @@ def pin(mode: Mode, parallel_slices: int, threads_per_slice: int, environ: Mutab
               file=sys.stderr)
     environ.clear()
     environ.update(pinned)
-    import tensorflow as tf  # noqa: PLC0415 - the point of this module: TensorFlow loads only now
+    with _quiet_stderr(environ.get(_LOG_LEVEL) == QUIET):
+        import tensorflow as tf  # noqa: PLC0415 - the point of this module: TensorFlow loads only now
 
     tf.config.threading.set_intra_op_parallelism_threads(threads_per_slice)
     # Slices run side by side on inter-op threads, plus one for the input pipeline; which thread runs an

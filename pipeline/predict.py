@@ -12,15 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
-from pipeline.model import load_model, softmax
+from pipeline.numerics import pin_for
 from pipeline.stage import run_stage, stage_parser
+
+if TYPE_CHECKING:
+    import keras
 
 
 class ImageError(PipelineError):
@@ -49,6 +52,8 @@ def digit_pixels(image: Image.Image, shape: tuple[int, int]) -> np.ndarray:
 
 def predict_digit(model: keras.Model, pixels: np.ndarray) -> tuple[int, float]:
     """The most probable digit and its probability."""
+    from pipeline.model import softmax  # noqa: PLC0415 - TensorFlow loads only after pin_for
+
     probabilities = softmax(np.asarray(model(pixels[None].astype(np.float32), training=False))[0])
     digit = int(probabilities.argmax())
     return digit, float(probabilities[digit])
@@ -61,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     with run_stage("predict"):
         params = load_params(args.params)
         image = open_grayscale(args.image)
+        pin_for(params, "mnist", "predict")  # the arithmetic of the evaluate stage
+        from pipeline.model import load_model  # noqa: PLC0415 - TensorFlow loads here, after its kernels are pinned
+
         model = load_model(params.paths.mnist.model)
         digit, probability = predict_digit(model, digit_pixels(image, model.input_shape[1:]))
         print(f"{digit} (probability {probability:.4f})")

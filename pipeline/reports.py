@@ -6,12 +6,8 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on a server or in CI
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure  # no pyplot: no backend, no display, no global figure list
 
 
 def training_curves(history_csv: Path, title: str) -> Figure:
@@ -19,7 +15,8 @@ def training_curves(history_csv: Path, title: str) -> Figure:
     with open(history_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
     epochs = [int(row["epoch"]) for row in rows]
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    figure = Figure(figsize=(10, 4))
+    axes = figure.subplots(1, 2)
     for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for prefix, label in (("", "train"), ("val_", "validation")):
             if prefix + metric in rows[0]:
@@ -35,7 +32,8 @@ def training_curves(history_csv: Path, title: str) -> Figure:
 def confusion_matrix(actual: Sequence[int], predicted: Sequence[int], classes: int) -> Figure:
     counts = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(counts, (np.asarray(actual), np.asarray(predicted)), 1)
-    figure, axis = plt.subplots(figsize=(6, 5.5))
+    figure = Figure(figsize=(6, 5.5))
+    axis = figure.subplots()
     image = axis.imshow(np.log1p(counts), cmap="Blues")
     for (row, column), count in np.ndenumerate(counts):
         if count:

@@ -27,6 +27,7 @@ def test_portable_environment_turns_onednn_off_and_overrides_the_users_arithmeti
     assert {k: pinned[k] for k in ("TF_CPP_MIN_LOG_LEVEL", "ONEDNN_VERBOSE", "TF_CLI_CONFIG_FILE", "HOME")} == {
         "TF_CPP_MIN_LOG_LEVEL": "2", "ONEDNN_VERBOSE": "1", "TF_CLI_CONFIG_FILE": "/t", "HOME": "/root"}
     assert overridden == ["OMP_NUM_THREADS=7", "ONEDNN_MAX_CPU_ISA=SSE41", "TF_ENABLE_ONEDNN_OPTS=1", "XLA_FLAGS=--x"]
+    assert environment("portable", {"HOME": "/root"})[0]["TF_CPP_MIN_LOG_LEVEL"] == "3"  # quiet unless asked
     native, _ = environment("native", user)
     assert native["TF_ENABLE_ONEDNN_OPTS"] == "1" and "ONEDNN_MAX_CPU_ISA" not in native
 
