@@ -157,7 +157,8 @@ class Fable(Training):
     n_input: PositiveInt
     # None: each word enters the LSTM as its raw id, as the seed; a number: a learned embedding of that size.
     embedding_dim: PositiveInt | None
-    prompt: NonEmptyStr
+    # None: the story's own first n_input tokens, so another text needs no other param.
+    prompt: NonEmptyStr | None
     story_words: PositiveInt
 
 

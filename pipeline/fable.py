@@ -12,14 +12,9 @@ import keras
 import numpy as np
 
 from pipeline.config import Params
-from pipeline.errors import PipelineError
 from pipeline.model import logits_function, logits_loss, recurrent_classifier
 from pipeline.tasks import Evaluation, Examples, Task, TrainingData
-from pipeline.vocabulary import load_vocabulary, read_text, tokenize
-
-
-class PromptError(PipelineError):
-    """A prompt the model cannot start from."""
+from pipeline.vocabulary import detokenize, load_vocabulary, prompt_tokens, read_text, tokenize
 
 
 def windows(ids: Sequence[int], n_input: int) -> Examples:
@@ -30,7 +25,7 @@ def windows(ids: Sequence[int], n_input: int) -> Examples:
     return Examples(x=x, y=ids[n_input:].copy())
 
 
-def text_ids(params: Params) -> tuple[list[str], dict]:
+def text_tokens(params: Params) -> tuple[list[str], dict]:
     """The fable's tokens and its vocabulary file."""
     paths = params.paths.fable
     vocabulary = load_vocabulary(paths.vocabulary)
@@ -38,7 +33,7 @@ def text_ids(params: Params) -> tuple[list[str], dict]:
 
 
 def load_training_data(params: Params) -> TrainingData:
-    tokens, vocabulary = text_ids(params)
+    tokens, vocabulary = text_tokens(params)
     dictionary = vocabulary["dictionary"]
     return TrainingData(
         train=windows([dictionary[token] for token in tokens], params.fable.n_input),
@@ -58,21 +53,10 @@ def build_model(params: Params, data: TrainingData) -> keras.Model:
     return recurrent_classifier(inputs, sequence, training, data.classes, name="fable_lstm")
 
 
-def prompt_ids(prompt: str, vocabulary: dict, n_input: int) -> list[int]:
-    tokens = tokenize(prompt, vocabulary["tokens"])
-    if len(tokens) != n_input:
-        raise PromptError(f"prompt {prompt!r} has {len(tokens)} tokens {tokens}; the model reads exactly {n_input}")
-    unknown = [token for token in tokens if token not in vocabulary["dictionary"]]
-    if unknown:
-        raise PromptError(f"prompt {prompt!r}: {', '.join(map(repr, unknown))} not in the story's vocabulary")
-    return [vocabulary["dictionary"][token] for token in tokens]
-
-
-def generate(model: keras.Model, vocabulary: dict, prompt: str, words: int) -> list[str]:
-    """The prompt's tokens, then ``words`` tokens each predicted from the previous ``n_input`` (greedy)."""
+def generate(model: keras.Model, vocabulary: dict, start: Sequence[str], words: int) -> list[str]:
+    """The ``start`` tokens, then ``words`` tokens each predicted from the previous ``n_input`` (greedy)."""
     n_input = model.input_shape[1]
-    context = prompt_ids(prompt, vocabulary, n_input)
-    story = list(context)
+    story = [vocabulary["dictionary"][token] for token in start]
     for _ in range(words):
         logits = model(np.asarray([story[-n_input:]], dtype=np.int32), training=False)
         story.append(int(np.argmax(logits[0])))
@@ -91,10 +75,11 @@ def continuation_in_text(tokens: Sequence[str], prompt_tokens: Sequence[str], wo
 
 def evaluate(params: Params, model: keras.Model) -> Evaluation:
     training = params.fable
-    tokens, vocabulary = text_ids(params)
+    tokens, vocabulary = text_tokens(params)
     examples = windows([vocabulary["dictionary"][token] for token in tokens], training.n_input)
     logits = logits_function(model, batch_size=len(examples))(examples.x)
-    story = generate(model, vocabulary, training.prompt, training.story_words)
+    start = prompt_tokens(training.prompt, tokens, vocabulary, training.n_input, params.paths.fable.vocabulary)
+    story = generate(model, vocabulary, start, training.story_words)
     original = continuation_in_text(tokens, story[: training.n_input], training.story_words)
     matching = next((i for i, (a, b) in enumerate(zip(story, original or [], strict=False)) if a != b),
                     min(len(story), len(original or [])))
@@ -107,7 +92,7 @@ def evaluate(params: Params, model: keras.Model) -> Evaluation:
         "story_reproduces_text": original is not None and story == original,
         "story_matching_words": max(matching - training.n_input, 0),
     }
-    return Evaluation(metrics=metrics, files={params.paths.fable.story: (" ".join(story) + "\n").encode()})
+    return Evaluation(metrics=metrics, files={params.paths.fable.story: (detokenize(story, vocabulary["tokens"]) + "\n").encode()})
 
 
 TASK = Task(

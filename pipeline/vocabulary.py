@@ -33,11 +33,37 @@ class VocabularyError(PipelineError):
     """The text cannot make a next-token training set."""
 
 
+class PromptError(PipelineError):
+    """A prompt the model cannot start from."""
+
+
 def tokenize(text: str, mode: Literal["word", "char"]) -> list[str]:
     """``word``: words and punctuation marks; ``char``: every character that is not whitespace."""
     if mode == "word":
         return _WORD_TOKEN.findall(text)
     return [character for character in text if not character.isspace()]
+
+
+def detokenize(tokens: Sequence[str], mode: Literal["word", "char"]) -> str:
+    """Tokens back into text: words separated by spaces, characters written as they are."""
+    return (" " if mode == "word" else "").join(tokens)
+
+
+def prompt_tokens(prompt: str | None, text_tokens: Sequence[str], vocabulary: dict, n_input: int,
+                  source: str = "the vocabulary") -> list[str]:
+    """The tokens a story starts from: ``prompt``'s, or (None) the text's own first ``n_input``.
+
+    A prompt must have exactly ``n_input`` tokens, all in the vocabulary (``source`` names its file).
+    """
+    if prompt is None:
+        return list(text_tokens[:n_input])
+    tokens = tokenize(prompt, vocabulary["tokens"])
+    if len(tokens) != n_input:
+        raise PromptError(f"prompt {prompt!r} has {len(tokens)} tokens {tokens}; the model reads exactly {n_input}")
+    unknown = [token for token in tokens if token not in vocabulary["dictionary"]]
+    if unknown:
+        raise PromptError(f"prompt {prompt!r}: {', '.join(map(repr, unknown))} not in {source}")
+    return tokens
 
 
 def build_dictionary(tokens: Sequence[str]) -> dict[str, int]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import pytest
 
-from pipeline.fable import PromptError, continuation_in_text, prompt_ids, windows
+from pipeline.fable import continuation_in_text, windows
+from pipeline.vocabulary import PromptError, detokenize, prompt_tokens
 
 VOCABULARY = {"tokens": "word", "dictionary": {"the": 0, "cat": 1, "sat": 2, ".": 3}}
 
@@ -16,25 +20,69 @@ def test_windows_label_each_run_with_the_next_id():
     np.testing.assert_array_equal(examples.y, [3, 0])
 
 
-def test_prompt_ids():
-    assert prompt_ids("the cat sat", VOCABULARY, 3) == [0, 1, 2]
-    assert prompt_ids("cat sat.", VOCABULARY, 3) == [1, 2, 3]  # punctuation is a token
+def test_prompt_tokens_from_the_prompt_or_the_texts_start():
+    assert prompt_tokens("the cat sat", [], VOCABULARY, 3) == ["the", "cat", "sat"]
+    assert prompt_tokens("cat sat.", [], VOCABULARY, 3) == ["cat", "sat", "."]  # punctuation is a token
+    assert prompt_tokens(None, ["sat", ".", "the", "cat"], VOCABULARY, 3) == ["sat", ".", "the"]
+
+
+def test_stories_are_written_as_their_tokens_were_read():
+    assert detokenize(["the", "cat", "."], "word") == "the cat ."
+    assert detokenize(list("猫は座った。"), "char") == "猫は座った。"
 
 
 @pytest.mark.parametrize(
     "prompt, message",
     [
-        ("the dog sat", r"prompt 'the dog sat': 'dog' not in the story's vocabulary"),
+        ("the dog sat", r"prompt 'the dog sat': 'dog' not in data/vocabulary/fable.json"),
         ("the cat", r"prompt 'the cat' has 2 tokens \['the', 'cat'\]; the model reads exactly 3"),
         ("the cat sat down", r"has 4 tokens"),
     ],
 )
 def test_bad_prompts(prompt, message):
     with pytest.raises(PromptError, match=message):
-        prompt_ids(prompt, VOCABULARY, 3)
+        prompt_tokens(prompt, [], VOCABULARY, 3, "data/vocabulary/fable.json")
 
 
 def test_continuation_in_text():
     tokens = "a b c d e b c f".split()
     assert continuation_in_text(tokens, ["b", "c"], 2) == ["b", "c", "d", "e"]  # the first occurrence
     assert continuation_in_text(tokens, ["x", "y"], 2) is None
+
+
+# --- another story through params alone ----------------------------------------------------------------
+
+FOX = ("a hungry fox saw some fine bunches of grapes hanging from a vine that was trained along a high "
+       "trellis , and did his best to reach them by jumping as high as he could into the air . but it was all "
+       "in vain , for they were just out of reach : so he gave up trying , and walked away with an air of "
+       "dignity and unconcern , remarking , i thought those grapes were ripe , but i see now they are quite "
+       "sour . it is easy to despise what you cannot get .\n")
+# The same fable in Chinese, read one character at a time (data.fable.tokens: char).
+FOX_ZH = ("一只饥饿的狐狸看见葡萄架上挂着一串串熟透的葡萄。它跳了又跳，想摘下葡萄，可是怎么也够不着。"
+          "最后它只好走开，一边走一边说：这些葡萄一定是酸的，我才不想吃呢。得不到的东西，人们常说它不好。\n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("text", "tokens"), [(FOX, "word"), (FOX_ZH, "char")])
+def test_another_story_needs_only_its_url_and_sha256(project, text, tokens):
+    story_file = project.root / "story.txt"
+    story_file.write_text(text, encoding="utf-8")
+
+    def other_story(raw: dict) -> None:
+        raw["data"]["fable"].update(url="story.txt", sha256=hashlib.sha256(text.encode()).hexdigest(), tokens=tokens)
+
+    project.edit_params(other_story)
+    project.dvc("repro", "evaluate_fable")
+    metrics = json.loads((project.root / "metrics/fable.json").read_text())
+    assert metrics["accuracy"] == metrics["ceiling"]  # the default settings learn another text too
+    story = (project.root / "metrics/fable_story.txt").read_text(encoding="utf-8")
+    start = text.split()[:3] if tokens == "word" else list(text[:3])
+    if tokens == "word":
+        assert story.split()[:3] == start
+    else:
+        assert story.startswith("".join(start)) and " " not in story  # characters written as they are
+    generated = project.python("-m", "pipeline.generate", "--words", "4").stdout.strip()
+    if tokens == "word":
+        assert generated.split() == story.split()[:7]
+    else:
+        assert generated == story.strip()[:7]

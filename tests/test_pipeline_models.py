@@ -28,7 +28,7 @@ def test_every_stage_ran_and_metrics_have_the_promised_keys(trained_project):
     confusion = (root / "metrics/mnist_confusion.csv").read_text().splitlines()
     assert confusion[0] == "actual,predicted" and len(confusion) == 201
     story = (root / "metrics/fable_story.txt").read_text().split()
-    assert story[:3] == ["had", "a", "general"] and len(story) == 3 + 32
+    assert story[:3] == ["long", "ago", ","] and len(story) == 3 + 32  # fable.prompt null: the text's start
 
     history = (root / "metrics/mnist_history.csv").read_text().splitlines()
     assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy" and len(history) == 1 + 2
@@ -78,12 +78,15 @@ def test_generate_cli(trained_project):
     result = trained_project.python("-m", "pipeline.generate", "had a general", "--words", "5")
     words = result.stdout.split()
     assert words[:3] == ["had", "a", "general"] and len(words) == 8
+    # no prompt: the stage's own story, from the text's first tokens
+    story = trained_project.python("-m", "pipeline.generate").stdout
+    assert story == (trained_project.root / "metrics/fable_story.txt").read_text()
 
 
 @pytest.mark.parametrize(
     "prompt, message",
     [
-        ("had a unicorn", "generate: error: prompt 'had a unicorn': 'unicorn' not in the story's vocabulary"),
+        ("had a unicorn", "generate: error: prompt 'had a unicorn': 'unicorn' not in data/vocabulary/fable.json"),
         ("had a", "generate: error: prompt 'had a' has 2 tokens ['had', 'a']; the model reads exactly 3"),
     ],
 )
