@@ -4,27 +4,56 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from pipeline.errors import PipelineError
+
+DEBUG_ENV = "PIPELINE_DEBUG"
+
+
+def debugging(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether errors show their traceback: ``--debug`` or ``PIPELINE_DEBUG=1``."""
+    return environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+class _Debug(argparse.Action):
+    """``--debug``: the same as PIPELINE_DEBUG=1, for this process and the ones it starts."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *args: object) -> None:
+        os.environ[DEBUG_ENV] = "1"
 
 
 def stage_parser(module: str, doc: str) -> argparse.ArgumentParser:
     """The parser of ``python -m <module>``: described by the module docstring's first paragraph, with --params."""
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
     parser.add_argument("--params", default="params.yaml", help="the params file (default: %(default)s)")
+    parser.add_argument("--debug", nargs=0, action=_Debug, help=f"show tracebacks (or {DEBUG_ENV}=1)")
     return parser
 
 
 @contextlib.contextmanager
 def run_stage(name: str) -> Iterator[None]:
-    """Turn a :class:`PipelineError` into its message on stderr and exit status 1, without a traceback."""
+    """Turn an error into one line on stderr and exit status 1, without a traceback (unless debugging).
+
+    A :class:`PipelineError` says what is wrong with the input and where; anything else is unexpected
+    and says so, with how to see its traceback.
+    """
     # Under DVC stdout is a pipe: flush each line so per-epoch progress shows as it happens.
     sys.stdout.reconfigure(line_buffering=True)
     try:
         yield
     except PipelineError as error:
+        if debugging():
+            raise
         print(f"{name}: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as error:
+        if debugging():
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"{name}: unexpected {type(error).__name__}: {first} (--debug or {DEBUG_ENV}=1 shows the traceback)",
+              file=sys.stderr)
         sys.exit(1)
 

@@ -19,6 +19,8 @@ import os
 import signal
 import socket
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import numerics
 from pipeline.config import Params
+from pipeline.errors import PipelineError
 from pipeline.files import file_digest
 from pipeline.tasks import Task
 
@@ -59,6 +62,25 @@ def tracking_uri(environ: Mapping[str, str] = os.environ) -> str:
     return environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root(environ) / STORE_FILE}"
 
 
+class TrackingError(PipelineError):
+    """The tracking store cannot be reached."""
+
+
+def require_server(uri: str, timeout: float = 10.0) -> None:
+    """For an ``http(s)://`` store: one quick request to its ``/health``, so that an unreachable server fails
+    in one line at once rather than after MLflow's minutes of retries."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answers: authentication and the rest are MLflow's to report
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: no MLflow server answers ({reason})") from None
+
+
 def experiment_id(name: str, environ: Mapping[str, str] = os.environ) -> str:
     """The experiment ``name`` in the store, created (store included) under a lock if it is new.
 
@@ -67,6 +89,7 @@ def experiment_id(name: str, environ: Mapping[str, str] = os.environ) -> str:
     """
     local = "MLFLOW_TRACKING_URI" not in environ  # checked first: set_tracking_uri exports the variable
     uri = tracking_uri(environ)
+    require_server(uri)
     mlflow.set_tracking_uri(uri)
     root = project_root(environ)
     # Any SQLite store, the default one or one named by MLFLOW_TRACKING_URI, is created under a lock beside it.

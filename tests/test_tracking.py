@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import Route
+
 from pipeline.tracking import flatten, project_root, tracking_uri
 
 
@@ -140,3 +142,20 @@ def test_artifacts_stay_beside_the_store(trained_project):
         if experiment.name in ("mnist", "fable"):
             assert Path(experiment.artifact_location.removeprefix("file://")) == (
                 trained_project.root / "mlruns" / experiment.name)
+
+
+def test_an_unreachable_tracking_server_fails_at_once_in_one_line(http_server):
+    import socket
+
+    from pipeline.tracking import TrackingError, require_server
+
+    http_server.routes = {"/health": Route(b"OK")}
+    require_server(http_server.base_url)  # answers
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    started = time.monotonic()
+    with pytest.raises(TrackingError, match=rf"^MLFLOW_TRACKING_URI={closed}: no MLflow server answers \(.*refused"):
+        require_server(closed)
+    assert time.monotonic() - started < 5
+    require_server("sqlite:///mlflow.db")  # a local store needs no server
