@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.files import file_digest, write_bytes
+from pipeline.files import file_digest, json_digest, write_bytes
 
 FORMAT = 1
 _META = "meta.json"
@@ -51,10 +51,10 @@ def fingerprint(params: Mapping[str, Any], inputs: Sequence[Path], code: Sequenc
                 versions: Mapping[str, str]) -> dict[str, str]:
     """sha256 digests of what decides a run's result: its params, input data, code and library versions."""
     return {
-        "params": hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest(),
+        "params": json_digest(params),
         "data": _files_digest(inputs),
         "code": _files_digest(code),
-        "library versions": hashlib.sha256(json.dumps(versions, sort_keys=True).encode()).hexdigest(),
+        "library versions": json_digest(versions),
     }
 
 

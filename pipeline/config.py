@@ -18,12 +18,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from pipeline.errors import PipelineError
+from pipeline.files import read_text
 from pipeline.stage import run_stage, stage_parser
 
 # Facts of the MNIST files pinned by their sha256 below, not settings: the split sizes in
 # params.yaml are checked against them before anything is downloaded.
 MNIST_TRAIN_FILE_IMAGES = 60_000
 MNIST_TEST_FILE_IMAGES = 10_000
+MNIST_CLASSES = 10  # the digits
 
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
@@ -93,16 +95,19 @@ class MnistSplit(_Frozen):
 
     @model_validator(mode="after")
     def _fits_in_files(self) -> MnistSplit:
-        if self.validation_size + self.train_size > MNIST_TRAIN_FILE_IMAGES:
-            raise ValueError(
-                f"validation_size + train_size = {self.validation_size} + {self.train_size} "
-                f"exceeds the {MNIST_TRAIN_FILE_IMAGES} images of the training file"
-            )
-        if self.test_size > MNIST_TEST_FILE_IMAGES:
-            raise ValueError(
-                f"test_size = {self.test_size} exceeds the {MNIST_TEST_FILE_IMAGES} images of the test file"
-            )
+        problem = self.misfit(MNIST_TRAIN_FILE_IMAGES, MNIST_TEST_FILE_IMAGES)
+        if problem:
+            raise ValueError(problem)
         return self
+
+    def misfit(self, train_file_images: int, test_file_images: int) -> str | None:
+        """Why the split does not fit files of these sizes (params.yaml's, or the files actually fetched)."""
+        if self.validation_size + self.train_size > train_file_images:
+            return (f"validation_size + train_size = {self.validation_size} + {self.train_size} "
+                    f"exceeds the {train_file_images} images of the training file")
+        if self.test_size > test_file_images:
+            return f"test_size = {self.test_size} exceeds the {test_file_images} images of the test file"
+        return None
 
 
 class MnistData(_Frozen):
@@ -206,10 +211,7 @@ class Params(_Frozen):
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate ``path``; raise :class:`ParamsError` naming every bad key and value."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ParamsError(f"{path}: cannot read: {error.strerror}") from None
+    text = read_text(path, ParamsError)
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -39,7 +39,6 @@ NOT_DEPENDENCIES: dict[str, str] = {
     "pipeline.tracking": "writes to MLflow only (runs, tags, artifacts); DVC-tracked files never hold a run id",
     "pipeline.reports": "draws figures logged to MLflow; the DVC plots read the CSV files instead",
     "pipeline.errors": "the exception base class: changes how a failure is reported, never an output",
-    "pipeline.faults": "kills the process at a chosen point in reliability tests; does nothing unless asked",
 }
 
 

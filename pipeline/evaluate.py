@@ -12,23 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipeline.config import load_params
-from pipeline.numerics import pin_for
-from pipeline.stage import run_stage, stage_parser
-from pipeline.tasks import TASK_NAMES
+from pipeline.config import Params
+from pipeline.tasks import Task, run_task_stage
+
+
+def evaluate(task: Task, params: Params) -> None:
+    from pipeline import evaluation  # noqa: PLC0415 - TensorFlow loads here, after its kernels are pinned
+
+    evaluation.run(task, params)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = stage_parser("pipeline.evaluate", __doc__)
-    parser.add_argument("model", choices=TASK_NAMES)
-    args = parser.parse_args(argv)
-    with run_stage(f"evaluate {args.model}"):
-        params = load_params(args.params)
-        pin_for(params, args.model, f"evaluate {args.model}")
-        from pipeline import evaluation  # noqa: PLC0415 - TensorFlow loads here, after its kernels are pinned
-        from pipeline.tasks import get_task  # noqa: PLC0415
-
-        evaluation.run(get_task(args.model), params)
+    run_task_stage("evaluate", __doc__, evaluate, argv)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlflow
-
 from pipeline import tracking
 from pipeline.config import Params
 from pipeline.files import write_bytes, write_json
-from pipeline.model import load_model, require_model
+from pipeline.saving import load_model, require_model
 from pipeline.tasks import Evaluation, Task
 
 
@@ -32,23 +30,5 @@ def run(task: Task, params: Params) -> None:
     with tracking.evaluation_run(task, params, Path(paths.model)):
         evaluation = evaluate(task, params)
         write_evaluation(evaluation, paths.metrics)
-        log_evaluation(evaluation)
+        tracking.log_evaluation(evaluation)
     print(f"evaluate {task.name}: " + ", ".join(f"{k} = {v}" for k, v in evaluation.metrics.items()))
-
-
-def log_evaluation(evaluation: Evaluation) -> None:
-    """Metrics and reports into the model's MLflow run.
-
-    Metrics keep their metrics.json names, except where a per-epoch training metric has the name
-    already (the fable's ``accuracy`` and ``loss``, measured on the text): those become ``test_…``,
-    so both experiments compare on ``test_accuracy``.
-    """
-    metrics = {}
-    for name, value in evaluation.metrics.items():
-        key = f"test_{name}" if name in ("loss", "accuracy") else name
-        metrics[key] = float(value)
-    mlflow.log_metrics(metrics)
-    for path in evaluation.files:
-        mlflow.log_artifact(path, artifact_path="reports")
-    for name, figure in evaluation.figures.items():
-        mlflow.log_figure(figure, f"plots/{name}")

@@ -12,9 +12,10 @@ import keras
 import numpy as np
 
 from pipeline.config import Params
-from pipeline.model import logits_function, logits_loss, recurrent_classifier
+from pipeline.inference import logits_function, logits_loss
+from pipeline.model import recurrent_classifier
 from pipeline.tasks import Evaluation, Examples, Task, TrainingData
-from pipeline.vocabulary import detokenize, load_vocabulary, prompt_tokens, read_text, tokenize
+from pipeline.text import detokenize, load_vocabulary, prompt_tokens, read_text, tokenize
 
 
 def windows(ids: Sequence[int], n_input: int) -> Examples:

@@ -41,6 +41,8 @@ MIRROR_ENV = "PIPELINE_MIRROR"
 TIMEOUT_ENV = "PIPELINE_FETCH_TIMEOUT"
 DEFAULT_TIMEOUT_SECONDS = 60.0
 _CHUNK = 1 << 20
+# A download prints how far it is at most this often (seconds), and once when it ends.
+PROGRESS_INTERVAL_S = 2.0
 
 
 class FetchError(PipelineError):
@@ -103,7 +105,8 @@ def fetch(target: Target, timeout: float) -> str:
             reasons.append(f"{source}: {rejection}")
             print(f"fetch: rejected {source}: {rejection}", file=sys.stderr)
             continue
-        print(f"fetch: {target.destination} <- {source}", file=sys.stderr)
+        size = target.destination.stat().st_size
+        print(f"fetch: {target.destination} <- {source} ({download_progress(size, None)})", file=sys.stderr)
         return source
     listing = "\n".join(f"  - {reason}" for reason in reasons)
     raise FetchError(f"no source gave {target.destination} with sha256 {target.sha256}:\n{listing}")
@@ -167,12 +170,16 @@ class _TempDownload:
         try:
             with urllib.request.urlopen(self.source, timeout=self.timeout) as response:
                 expected = response.headers.get("Content-Length")
-                received = 0
+                total = int(expected) if expected is not None and expected.isdigit() else None
+                received, shown = 0, time.monotonic()
                 while block := response.read(_CHUNK):
                     received += len(block)
                     self.file.write(block)
                     if time.monotonic() > deadline:
                         raise SourceRejected(f"timed out after {self.timeout:g} s")
+                    if time.monotonic() - shown >= PROGRESS_INTERVAL_S:
+                        print(f"fetch: {self.source}: {download_progress(received, total)}", file=sys.stderr, flush=True)
+                        shown = time.monotonic()
         except urllib.error.HTTPError as error:
             raise SourceRejected(f"HTTP {error.code} {error.reason}") from None
         except urllib.error.URLError as error:
@@ -186,6 +193,13 @@ class _TempDownload:
             raise SourceRejected(f"connection failed: {error}") from None
         if expected is not None and expected.isdigit() and received != int(expected):
             raise SourceRejected(f"truncated download: {received} of {expected} bytes")
+
+
+def download_progress(received: int, total: int | None) -> str:
+    """``4.2 of 9.9 MB (42%)``, or ``4.2 MB`` when the server did not say the size."""
+    if not total:
+        return f"{received / 1e6:.1f} MB"
+    return f"{received / 1e6:.1f} of {total / 1e6:.1f} MB ({100 * received // total}%)"
 
 
 def fetch_timeout(environ: dict[str, str] | os._Environ[str] = os.environ) -> float:

@@ -22,6 +22,10 @@ class OutputError(PipelineError):
     """An output could not be written (disk full, read-only...); the previous version is kept."""
 
 
+class InputError(PipelineError):
+    """An input file cannot be read, or is not what it should be."""
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path) -> Iterator[IO[bytes]]:
     """Yield a temporary file beside ``path``; rename it onto ``path`` only if the block succeeds.
@@ -68,9 +72,34 @@ def write_json(path: str | Path, value: Any) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def read_json(path: str | Path) -> Any:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+def read_input(path: str | Path, error: type[PipelineError] = InputError) -> bytes:
+    """The bytes of ``path``; ``error`` (one line naming the file) if it cannot be read."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as failure:
+        raise error(f"{path}: cannot read: {failure.strerror or failure}") from None
+
+
+def read_text(path: str | Path, error: type[PipelineError] = InputError) -> str:
+    """The UTF-8 text of ``path``; ``error`` if it cannot be read or is not UTF-8."""
+    data = read_input(path, error)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as failure:
+        raise error(f"{path}: not UTF-8 text: {failure.reason} at byte {failure.start}") from None
+
+
+def read_json(path: str | Path, error: type[PipelineError] = InputError) -> Any:
+    """The JSON value in ``path``; ``error`` if it cannot be read or parsed."""
+    try:
+        return json.loads(read_text(path, error))
+    except json.JSONDecodeError as failure:
+        raise error(f"{path}: not JSON: {failure.msg} (line {failure.lineno})") from None
+
+
+def json_digest(value: Any) -> str:
+    """sha256 of ``value`` as canonical JSON (sorted keys; anything else as its str): equal values, equal digests."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def file_digest(path: Path) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pipeline.config import load_params
 from pipeline.numerics import pin_for
 from pipeline.stage import run_stage, stage_parser
-from pipeline.vocabulary import detokenize, load_vocabulary, prompt_tokens, read_text, tokenize
+from pipeline.text import detokenize, load_vocabulary, prompt_tokens, read_text, tokenize
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         start = prompt_tokens(args.prompt or params.fable.prompt, tokens, vocabulary, params.fable.n_input, paths.vocabulary)
         pin_for(params, "fable", "generate")  # the arithmetic of the evaluate stage, whose story this repeats
         from pipeline.fable import generate  # noqa: PLC0415 - TensorFlow loads here, after its kernels are pinned
-        from pipeline.model import load_model  # noqa: PLC0415
+        from pipeline.saving import load_model  # noqa: PLC0415
 
         print(detokenize(generate(load_model(paths.model), vocabulary, start, words), vocabulary["tokens"]))
 

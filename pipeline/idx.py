@@ -44,7 +44,7 @@ def parse_images(data: bytes, name: str) -> np.ndarray:
     return images
 
 
-def parse_labels(data: bytes, name: str, classes: int = 10) -> np.ndarray:
+def parse_labels(data: bytes, name: str, classes: int) -> np.ndarray:
     labels = parse_idx(data, LABELS_MAGIC, name)
     if labels.size and int(labels.max()) >= classes:
         raise IdxError(f"{name}: label {int(labels.max())} is outside 0..{classes - 1}")

@@ -24,7 +24,6 @@ import tensorflow as tf
 from pipeline.config import CHUNK
 
 
-
 def _chunked_matmul(a: tf.Tensor, b: tf.Tensor, transpose_a: bool = False, transpose_b: bool = False) -> tf.Tensor:
     """``a @ b`` (optionally transposed) as a sum of products over consecutive CHUNK-term pieces, in order.
 

@@ -11,13 +11,13 @@ import io
 import keras
 import numpy as np
 
-from pipeline.config import Params
-from pipeline.model import logits_function, logits_loss, recurrent_classifier
-from pipeline.prepare import load_split
+from pipeline.config import MNIST_CLASSES, Params
+from pipeline.inference import logits_function, logits_loss
+from pipeline.model import recurrent_classifier
 from pipeline.reports import confusion_matrix
+from pipeline.splits import load_split
 from pipeline.tasks import Evaluation, Examples, Task, TrainingData
 
-CLASSES = 10
 # The seed's own figure was the accuracy on the first 128 test images only.
 SEED_REPORTED_IMAGES = 128
 
@@ -27,7 +27,7 @@ def load_training_data(params: Params) -> TrainingData:
     return TrainingData(
         train=Examples(*load_split(directory, "train")),
         validation=Examples(*load_split(directory, "validation")),
-        classes=CLASSES,
+        classes=MNIST_CLASSES,
     )
 
 
@@ -58,7 +58,7 @@ def evaluate(params: Params, model: keras.Model) -> Evaluation:
     return Evaluation(
         metrics=metrics,
         files={params.paths.mnist.confusion: confusion_csv(labels, predicted)},
-        figures={"confusion_matrix.png": confusion_matrix(labels, predicted, CLASSES)},
+        figures={"confusion_matrix.png": confusion_matrix(labels, predicted, MNIST_CLASSES)},
     )
 
 

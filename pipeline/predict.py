@@ -52,7 +52,7 @@ def digit_pixels(image: Image.Image, shape: tuple[int, int]) -> np.ndarray:
 
 def predict_digit(model: keras.Model, pixels: np.ndarray) -> tuple[int, float]:
     """The most probable digit and its probability."""
-    from pipeline.model import softmax  # noqa: PLC0415 - TensorFlow loads only after pin_for
+    from pipeline.inference import softmax  # noqa: PLC0415 - TensorFlow loads only after pin_for
 
     probabilities = softmax(np.asarray(model(pixels[None].astype(np.float32), training=False))[0])
     digit = int(probabilities.argmax())
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         params = load_params(args.params)
         image = open_grayscale(args.image)
         pin_for(params, "mnist", "predict")  # the arithmetic of the evaluate stage
-        from pipeline.model import load_model  # noqa: PLC0415 - TensorFlow loads here, after its kernels are pinned
+        from pipeline.saving import load_model  # noqa: PLC0415 - TensorFlow loads here, after its kernels are pinned
 
         model = load_model(params.paths.mnist.model)
         digit, probability = predict_digit(model, digit_pixels(image, model.input_shape[1:]))

@@ -6,24 +6,21 @@ Run::
 
 Validation is the first ``validation_size`` images of the 60,000-image training file, train the
 ``train_size`` after them, test the first ``test_size`` of the t10k file. Each split is written as
-``x_<split>.npy`` (uint8, N×28×28) and ``y_<split>.npy`` (uint8, N) in ``paths.mnist.prepared``:
-plain .npy is loaded without pickle and, unlike .npz, holds no timestamp, so equal data gives equal bytes.
+``x_<split>.npy`` and ``y_<split>.npy`` in ``paths.mnist.prepared`` (pipeline.splits).
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import MnistSplit, Params, load_params
-from pipeline.files import write_bytes
+from pipeline.config import MNIST_CLASSES, MnistSplit, Params, load_params
+from pipeline.files import read_input
 from pipeline.idx import IdxError, parse_images, parse_labels
+from pipeline.splits import save_splits
 from pipeline.stage import run_stage, stage_parser
-
-SPLITS = ("train", "validation", "test")
 
 
 def load_mnist_files(raw_directory: Path, params: Params) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -32,8 +29,9 @@ def load_mnist_files(raw_directory: Path, params: Params) -> dict[str, tuple[np.
     parts = {"train": (files.train_images, files.train_labels), "test": (files.test_images, files.test_labels)}
     arrays = {}
     for part, (images_file, labels_file) in parts.items():
-        images = parse_images(_read(raw_directory / images_file.name), str(raw_directory / images_file.name))
-        labels = parse_labels(_read(raw_directory / labels_file.name), str(raw_directory / labels_file.name))
+        images = parse_images(read_input(raw_directory / images_file.name, IdxError), str(raw_directory / images_file.name))
+        labels = parse_labels(read_input(raw_directory / labels_file.name, IdxError), str(raw_directory / labels_file.name),
+                              MNIST_CLASSES)
         if len(images) != len(labels):
             raise IdxError(
                 f"{raw_directory}: {images_file.name} has {len(images)} images "
@@ -43,44 +41,21 @@ def load_mnist_files(raw_directory: Path, params: Params) -> dict[str, tuple[np.
     return arrays
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise IdxError(f"{path}: cannot read: {error.strerror}") from None
-
-
 def split_mnist(
     arrays: dict[str, tuple[np.ndarray, np.ndarray]], split: MnistSplit
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(images, labels) per split, as the seed: validation first, train after it, test from t10k."""
     (train_images, train_labels), (test_images, test_labels) = arrays["train"], arrays["test"]
+    problem = split.misfit(len(train_images), len(test_images))
+    if problem:
+        raise IdxError(problem)
     needed = split.validation_size + split.train_size
-    if needed > len(train_images):
-        raise IdxError(f"validation_size + train_size = {needed} exceeds the {len(train_images)} training images")
-    if split.test_size > len(test_images):
-        raise IdxError(f"test_size = {split.test_size} exceeds the {len(test_images)} test images")
     validation, train = slice(0, split.validation_size), slice(split.validation_size, needed)
     return {
         "train": (train_images[train], train_labels[train]),
         "validation": (train_images[validation], train_labels[validation]),
         "test": (test_images[: split.test_size], test_labels[: split.test_size]),
     }
-
-
-def save_splits(splits: dict[str, tuple[np.ndarray, np.ndarray]], directory: Path) -> None:
-    for name, (images, labels) in splits.items():
-        for prefix, array in (("x", images), ("y", labels)):
-            buffer = io.BytesIO()
-            np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-            write_bytes(directory / f"{prefix}_{name}.npy", buffer.getvalue())
-
-
-def load_split(directory: str | Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images, labels) of one split written by this stage."""
-    directory = Path(directory)
-    return (np.load(directory / f"x_{name}.npy", allow_pickle=False),
-            np.load(directory / f"y_{name}.npy", allow_pickle=False))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -7,13 +7,16 @@ and how to judge it. ``pipeline.mnist`` and ``pipeline.fable`` each define one a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.config import load_params
 from pipeline.errors import PipelineError
+from pipeline.numerics import pin_for
+from pipeline.stage import run_stage, stage_parser
 
 if TYPE_CHECKING:  # keras is imported by the stages that train, not by this module
     import keras
@@ -71,3 +74,15 @@ def get_task(name: str) -> Task:
     else:
         raise PipelineError(f"unknown model {name!r}: expected one of {', '.join(TASK_NAMES)}")
     return TASK
+
+
+def run_task_stage(stage: str, doc: str, work: Callable[[Task, Params], None], argv: Sequence[str] | None = None) -> None:
+    """``python -m pipeline.<stage> MODEL``: params read and checked, TensorFlow's kernels and threads pinned
+    as they say (pipeline.numerics), then ``work(task, params)``, which may import TensorFlow."""
+    parser = stage_parser(f"pipeline.{stage}", doc)
+    parser.add_argument("model", choices=TASK_NAMES)
+    args = parser.parse_args(argv)
+    with run_stage(f"{stage} {args.model}"):
+        params = load_params(args.params)
+        pin_for(params, args.model, f"{stage} {args.model}")
+        work(get_task(args.model), params)

@@ -1,5 +1,7 @@
 """MLflow tracking: exactly one run per trained model, found again by evaluation through the model's digest.
 
+The only module that imports ``mlflow``: the stages hand it what to record.
+
 Where runs go: ``$MLFLOW_TRACKING_URI`` when set (a team's ``mlflow server``), else ``sqlite:///mlflow.db``
 at the project root with artifacts in ``mlruns/`` beside it. The root is found even when DVC runs a
 stage inside ``.dvc/tmp/exps/…`` (``dvc exp run --temp`` and ``--queue``), so every experiment lands in
@@ -13,7 +15,6 @@ metrics and reports: no run id ever enters a DVC-tracked file, so outputs stay b
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import signal
@@ -36,13 +37,15 @@ from mlflow.tracking import MlflowClient
 from pipeline import numerics
 from pipeline.config import Params
 from pipeline.errors import PipelineError
-from pipeline.files import file_digest
-from pipeline.tasks import Task
+from pipeline.files import file_digest, json_digest
+from pipeline.reports import training_curves
+from pipeline.tasks import Evaluation, Task
 
 STORE_FILE = "mlflow.db"
 ARTIFACTS_DIRECTORY = "mlruns"  # where MLflow itself puts them beside mlflow.db
 MODEL_DIGEST_TAG = "pipeline.model_sha256"
 RESUMES_TAG = "pipeline.resumes_run"  # the interrupted run whose checkpoint a run continued from
+RESUMED_AFTER_TAG = "pipeline.resumed_after_epoch"
 HOST_TAG, PID_TAG = "pipeline.host", "pipeline.pid"  # who runs it: to close runs a killed process left open
 # Code and configuration whose changes make a run's commit not the whole story ("dirty").
 _SOURCE_PATHS = ("pipeline", "params.yaml", "dvc.yaml", "requirements.txt")
@@ -142,8 +145,7 @@ def provenance_tags(params_flat: Mapping[str, Any], input_files: Mapping[str, Pa
         tags["restore"] = f"git checkout {commit} && dvc checkout"
     for name, path in input_files.items():
         tags[f"data.{name}.sha256"] = file_digest(path)
-    canonical = json.dumps(dict(params_flat), sort_keys=True, default=str).encode()
-    tags["params.sha256"] = hashlib.sha256(canonical).hexdigest()
+    tags["params.sha256"] = json_digest(dict(params_flat))
     return tags
 
 
@@ -195,6 +197,12 @@ class EpochLogger(keras.callbacks.Callback):
         log_history([{"epoch": epoch + 1, **(logs or {})}])
 
 
+def log_resumed(rows: Sequence[Mapping[str, float]], epoch: int) -> None:
+    """A resumed run: the epochs its checkpoint holds (logged by the killed attempt too), and where it resumed."""
+    log_history(rows)
+    mlflow.set_tag(RESUMED_AFTER_TAG, epoch)
+
+
 def log_history(rows: Sequence[Mapping[str, float]]) -> None:
     """Per-epoch metrics of history rows (``epoch`` is the step): live, or from a checkpoint when resuming."""
     for row in rows:
@@ -229,9 +237,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _owner_tags() -> dict[str, str]:
+    """Which process on which host has the run open: to close the runs a killed process left RUNNING."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
 @contextlib.contextmanager
-def training_run(task: Task, params: Params, resumes: str | None = None) -> Iterator[mlflow.ActiveRun]:
-    """A new run in experiment ``task.name`` with params and provenance; ended FAILED/KILLED on errors.
+def training_run(task: Task, params: Params, resumes: str | None = None) -> Iterator[str]:
+    """A new run in experiment ``task.name`` with params and provenance, its id yielded; ended FAILED/KILLED on errors.
 
     ``resumes``: the run of an interrupted attempt whose checkpoint this one continues from.
     """
@@ -239,7 +252,7 @@ def training_run(task: Task, params: Params, resumes: str | None = None) -> Iter
     close_abandoned_runs(experiment)
     flat = run_params(params, task.name)
     tags = provenance_tags(flat, {name: Path(path) for name, path in task.input_paths(params).items()})
-    tags |= {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())} | numerics.describe(params.numerics.mode)
+    tags |= _owner_tags() | numerics.describe(params.numerics.mode)
     if resumes:
         tags[RESUMES_TAG] = resumes
     exp_name = os.environ.get("DVC_EXP_NAME")
@@ -248,12 +261,14 @@ def training_run(task: Task, params: Params, resumes: str | None = None) -> Iter
     run = mlflow.start_run(experiment_id=experiment, run_name=exp_name or None, tags=tags, description=description)
     with run_status_on_exit():
         mlflow.log_params(flat)
-        yield run
+        yield run.info.run_id
         mlflow.end_run()
 
 
-def log_trained_model(model: keras.Model, model_path: Path, artifacts: Sequence[str]) -> None:
-    """The model (loadable with ``mlflow.keras.load_model``), its digest tag and the training reports."""
+def log_trained_model(model: keras.Model, task: Task, model_path: Path, history_path: Path,
+                      artifacts: Sequence[str]) -> None:
+    """The model (loadable with ``mlflow.keras.load_model``), its digest tag, the history, its curves
+    and the task's other training files."""
     mlflow.set_tag(MODEL_DIGEST_TAG, file_digest(model_path))
     mlflow.keras.log_model(
         model,
@@ -261,8 +276,9 @@ def log_trained_model(model: keras.Model, model_path: Path, artifacts: Sequence[
         # Explicit requirements: inferring them would load the model again in a subprocess.
         pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
     )
-    for path in artifacts:
-        mlflow.log_artifact(path, artifact_path="reports")
+    for path in [history_path, *artifacts]:
+        mlflow.log_artifact(str(path), artifact_path="reports")
+    mlflow.log_figure(training_curves(history_path, f"{task.name} training"), "plots/training_curves.png")
 
 
 @contextlib.contextmanager
@@ -275,12 +291,26 @@ def evaluation_run(task: Task, params: Params, model_path: Path) -> Iterator[str
     digest = file_digest(model_path)
     run_id = find_run_by_model(experiment, digest)
     if run_id is None:
-        with training_run(task, params) as run:
+        with training_run(task, params) as run_id:
             mlflow.set_tags({MODEL_DIGEST_TAG: digest, "pipeline.note": "model trained outside this MLflow store"})
-            run_id = run.info.run_id
     mlflow.start_run(run_id=run_id)
     # RUNNING again, now on behalf of this process: if it dies, the next attempt closes the run.
-    mlflow.set_tags({HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
+    mlflow.set_tags(_owner_tags())
     with run_status_on_exit():
         yield run_id
         mlflow.end_run()
+
+
+def log_evaluation(evaluation: Evaluation) -> None:
+    """Metrics and reports into the model's run (open: :func:`evaluation_run`).
+
+    Metrics keep their metrics.json names, except where a per-epoch training metric has the name
+    already (the fable's ``accuracy`` and ``loss``, measured on the text): those become ``test_…``,
+    so both experiments compare on ``test_accuracy``.
+    """
+    mlflow.log_metrics({f"test_{name}" if name in ("loss", "accuracy") else name: float(value)
+                        for name, value in evaluation.metrics.items()})
+    for path in evaluation.files:
+        mlflow.log_artifact(path, artifact_path="reports")
+    for name, figure in evaluation.figures.items():
+        mlflow.log_figure(figure, f"plots/{name}")

@@ -13,57 +13,20 @@ same ``n_input`` words are followed by different words in different places of th
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
-from pipeline.files import read_json, write_json
+from pipeline.files import write_json
 from pipeline.stage import run_stage, stage_parser
-
-# A word (letters, digits, inner apostrophes as in "don't") or any single other visible character.
-_WORD_TOKEN = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]")
+from pipeline.text import read_text, tokenize
 
 
 class VocabularyError(PipelineError):
     """The text cannot make a next-token training set."""
-
-
-class PromptError(PipelineError):
-    """A prompt the model cannot start from."""
-
-
-def tokenize(text: str, mode: Literal["word", "char"]) -> list[str]:
-    """``word``: words and punctuation marks; ``char``: every character that is not whitespace."""
-    if mode == "word":
-        return _WORD_TOKEN.findall(text)
-    return [character for character in text if not character.isspace()]
-
-
-def detokenize(tokens: Sequence[str], mode: Literal["word", "char"]) -> str:
-    """Tokens back into text: words separated by spaces, characters written as they are."""
-    return (" " if mode == "word" else "").join(tokens)
-
-
-def prompt_tokens(prompt: str | None, text_tokens: Sequence[str], vocabulary: dict, n_input: int,
-                  source: str = "the vocabulary") -> list[str]:
-    """The tokens a story starts from: ``prompt``'s, or (None) the text's own first ``n_input``.
-
-    A prompt must have exactly ``n_input`` tokens, all in the vocabulary (``source`` names its file).
-    """
-    if prompt is None:
-        return list(text_tokens[:n_input])
-    tokens = tokenize(prompt, vocabulary["tokens"])
-    if len(tokens) != n_input:
-        raise PromptError(f"prompt {prompt!r} has {len(tokens)} tokens {tokens}; the model reads exactly {n_input}")
-    unknown = [token for token in tokens if token not in vocabulary["dictionary"]]
-    if unknown:
-        raise PromptError(f"prompt {prompt!r}: {', '.join(map(repr, unknown))} not in {source}")
-    return tokens
 
 
 def build_dictionary(tokens: Sequence[str]) -> dict[str, int]:
@@ -115,19 +78,6 @@ def build_vocabulary(text: str, mode: Literal["word", "char"], n_input: int, sou
         "ceiling_correct": ceiling.best_correct,
         "ceiling": ceiling.accuracy,
     }
-
-
-def read_text(path: str | Path) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise VocabularyError(f"{path}: cannot read: {error.strerror}") from None
-    except UnicodeDecodeError as error:
-        raise VocabularyError(f"{path}: not UTF-8 text: {error.reason} at byte {error.start}") from None
-
-
-def load_vocabulary(path: str | Path) -> dict:
-    return read_json(path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

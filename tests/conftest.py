@@ -12,11 +12,20 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# The test seam for kill -9 at an exact point of training (tests/faults/sitecustomize.py).
+FAULTS = ROOT / "tests" / "faults"
+
+
+def kill_at(point: str) -> dict[str, str]:
+    """Environment for one command whose train stage kills itself at ``point`` (EPOCH:BATCH or EPOCH:checkpoint)."""
+    return {"PIPELINE_KILL_AT": point, "PYTHONPATH": str(FAULTS)}
+
 # What a project copy needs to run `dvc repro`: the code, the pipeline and its configuration.
 PROJECT_FILES = ("pipeline", "bench", "dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".gitignore")
 
@@ -40,6 +49,24 @@ def params_raw() -> dict:
 @pytest.fixture
 def raw(params_raw: dict) -> dict:
     return copy.deepcopy(params_raw)
+
+
+@pytest.fixture
+def small_model(params_raw: dict) -> Callable[..., Any]:
+    """Builds the pipeline's network, tiny (2 LSTM layers of 4 units, 5 steps of 3 features, 4 classes), seeded."""
+    def build(parallel_slices: int = 1):
+        import keras  # noqa: PLC0415 - TensorFlow loads only in the tests that build a model
+
+        from pipeline.config import parse_params  # noqa: PLC0415
+        from pipeline.model import recurrent_classifier, seed_everything  # noqa: PLC0415
+
+        raw = copy.deepcopy(params_raw)
+        raw["mnist"].update(units=4, layers=2, parallel_slices=parallel_slices)
+        seed_everything(0)
+        inputs = keras.Input(shape=(5, 3), name="steps")
+        return recurrent_classifier(inputs, inputs, parse_params(raw).mnist, classes=4, name="small")
+
+    return build
 
 
 @pytest.fixture(scope="session")
@@ -121,6 +148,14 @@ class ProjectCopy:
         raw = self.params()
         edit(raw)
         self.write_params(raw)
+
+    def runs(self, experiment: str, store: str | None = None) -> list:
+        """The MLflow runs of ``experiment``, oldest first, in the copy's own store (or ``store``, a tracking URI)."""
+        import mlflow  # noqa: PLC0415 - only the tests that read runs pay for importing MLflow
+
+        mlflow.set_tracking_uri(store or f"sqlite:///{self.root}/mlflow.db")
+        return mlflow.search_runs(experiment_names=[experiment], output_format="list",
+                                  order_by=["attributes.start_time ASC"])
 
     def run(self, *command: str, check: bool = True, timeout: float = 1200,
             env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -11,14 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import psutil
 import pytest
+from conftest import ProjectCopy, kill_at
 from mlflow.tracking import MlflowClient
 
 from pipeline import checkpoint
-from conftest import ProjectCopy
 
 # --- the file format -----------------------------------------------------------------------------------
 
@@ -90,11 +89,6 @@ def killed_by_sigkill(output: str) -> bool:
     return re.search(r"failed to run: python -m pipeline\.train mnist, exited with (-9|137)$", output, re.M) is not None
 
 
-def mnist_runs(project: ProjectCopy) -> list:
-    mlflow.set_tracking_uri(f"sqlite:///{project.root}/mlflow.db")
-    return mlflow.search_runs(experiment_names=["mnist"], output_format="list", order_by=["attributes.start_time ASC"])
-
-
 def outputs(project: ProjectCopy) -> dict[str, bytes]:
     return {name: (project.root / name).read_bytes()
             for name in ("models/mnist.keras", "metrics/mnist_history.csv", "metrics/mnist.json", "dvc.lock")}
@@ -119,23 +113,23 @@ def interrupted_copy(uninterrupted: ProjectCopy, tmp_path: Path) -> ProjectCopy:
     return ProjectCopy(root=root, env=dict(uninterrupted.env))
 
 
-@pytest.mark.parametrize(("kill_at", "resumed_after"), [
+@pytest.mark.parametrize(("point", "resumed_after"), [
     ("1:2", None),        # early: mid-way through the first epoch, before any checkpoint
     ("2:3", 1),           # mid-epoch: batch 3 of 5 of epoch 2
     ("2:checkpoint", 2),  # just after epoch 2's checkpoint was written
     (f"{EPOCHS}:checkpoint", EPOCHS),  # after the last epoch, before the model was saved
 ])
-def test_kill_9_then_repro_resumes_to_identical_bytes(uninterrupted, tmp_path, kill_at, resumed_after):
+def test_kill_9_then_repro_resumes_to_identical_bytes(uninterrupted, tmp_path, point, resumed_after):
     project = interrupted_copy(uninterrupted, tmp_path)
     expected = outputs(uninterrupted)
-    runs_before = len(mnist_runs(project))
+    runs_before = len(project.runs("mnist"))
 
     killed = project.run(sys.executable, "-m", "dvc", "repro", "-s", "-f", "train_mnist", check=False,
-                         env_extra={"PIPELINE_KILL_AT": kill_at})
+                         env_extra=kill_at(point))
     assert killed.returncode != 0 and killed_by_sigkill(killed.stderr), killed.stderr
     checkpoint_file = project.root / "checkpoints" / "mnist.npz"
     assert checkpoint_file.exists() == (resumed_after is not None)
-    assert [r.info.status for r in mnist_runs(project)][runs_before:] == ["RUNNING"]  # what kill -9 leaves
+    assert [r.info.status for r in project.runs("mnist")][runs_before:] == ["RUNNING"]  # what kill -9 leaves
 
     resumed = project.dvc("repro")
     if resumed_after is None:
@@ -147,7 +141,7 @@ def test_kill_9_then_repro_resumes_to_identical_bytes(uninterrupted, tmp_path, k
     assert project.dvc("status").stdout.strip() == "Data and pipelines are up to date."
 
     # MLflow: the killed attempt closed by the next one, the resumed run complete and pointing at it
-    killed_run, resumed_run = mnist_runs(project)[runs_before:]
+    killed_run, resumed_run = project.runs("mnist")[runs_before:]
     assert killed_run.info.status == "KILLED"
     assert "closed by the next attempt" in killed_run.data.tags["pipeline.note"]
     assert resumed_run.info.status == "FINISHED"
@@ -191,7 +185,7 @@ def test_kill_9_from_outside_while_dvc_runs_the_stage(trained_project, tmp_path)
 def test_a_checkpoint_from_other_params_is_discarded_by_the_next_repro(uninterrupted, tmp_path):
     project = interrupted_copy(uninterrupted, tmp_path)
     project.run(sys.executable, "-m", "dvc", "repro", "-s", "-f", "train_mnist", check=False,
-                env_extra={"PIPELINE_KILL_AT": "2:checkpoint"})
+                env_extra=kill_at("2:checkpoint"))
     assert (project.root / "checkpoints" / "mnist.npz").exists()
     project.edit_params(lambda raw: raw["mnist"].update(learning_rate=raw["mnist"]["learning_rate"] / 2))
     rerun = project.dvc("repro", "train_mnist")

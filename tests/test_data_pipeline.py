@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 
-
 DATA_STAGES = ("fetch_mnist", "fetch_fable", "prepare", "vocabulary")
 
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import yaml
-
 from conftest import ROOT
+
 from pipeline import dependencies
 
 

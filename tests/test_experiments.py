@@ -5,17 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 
-import mlflow
 import pytest
-
-
-def runs_of(project, experiment: str) -> list:
-    mlflow.set_tracking_uri(f"sqlite:///{project.root}/mlflow.db")
-    return mlflow.search_runs(experiment_names=[experiment], output_format="list")
-
-
-def fable_runs(project) -> list:
-    return runs_of(project, "fable")
 
 
 def commit_all(project, message: str) -> None:
@@ -26,21 +16,21 @@ def commit_all(project, message: str) -> None:
 def test_dvc_exp_run_lands_a_named_run(trained_copy):
     commit_all(trained_copy, "trained")
     trained_copy.dvc("exp", "run", "-S", "mnist.units=8", "--name", "units-8")
-    (baseline, newest) = sorted(runs_of(trained_copy, "mnist"), key=lambda run: run.info.start_time)
+    (baseline, newest) = sorted(trained_copy.runs("mnist"), key=lambda run: run.info.start_time)
     assert newest.info.status == "FINISHED"
     assert newest.data.params["mnist.units"] == "8" and "test_accuracy" in newest.data.metrics
     assert newest.data.tags["dvc.exp_name"] == "units-8" == newest.info.run_name
     assert newest.data.tags["restore"] == "dvc exp apply units-8"
     assert len(newest.data.tags["dvc.baseline_rev"]) == 40
     assert baseline.data.params["mnist.units"] == "16"
-    assert len(fable_runs(trained_copy)) == 1  # the fable's stages were up to date
+    assert len(trained_copy.runs("fable")) == 1  # the fable's stages were up to date
     shown = trained_copy.dvc("exp", "show", "--json").stdout
     assert "units-8" in shown
 
 
 def test_queued_experiments_run_in_parallel_into_one_store(trained_copy):
     commit_all(trained_copy, "trained")
-    before = len(fable_runs(trained_copy))
+    before = len(trained_copy.runs("fable"))
     for units in (20, 28):
         trained_copy.dvc("exp", "run", "--queue", "-S", f"fable.units={units}", "--name", f"queued-{units}")
     trained_copy.dvc("queue", "start", "-j", "2")
@@ -53,7 +43,7 @@ def test_queued_experiments_run_in_parallel_into_one_store(trained_copy):
     else:
         pytest.fail(f"queue still busy:\n{status}")
     assert status.count("Success") == 2, status
-    runs = fable_runs(trained_copy)
+    runs = trained_copy.runs("fable")
     assert len(runs) == before + 2
     queued = {run.data.tags.get("dvc.exp_name"): run for run in runs}
     for units in (20, 28):

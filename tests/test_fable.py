@@ -1,4 +1,4 @@
-"""The fable task's pure pieces: windows, prompts, the original continuation."""
+"""The fable task: windows, the original continuation, and another story (English, Chinese) through params alone."""
 
 from __future__ import annotations
 
@@ -9,39 +9,12 @@ import numpy as np
 import pytest
 
 from pipeline.fable import continuation_in_text, windows
-from pipeline.vocabulary import PromptError, detokenize, prompt_tokens
-
-VOCABULARY = {"tokens": "word", "dictionary": {"the": 0, "cat": 1, "sat": 2, ".": 3}}
 
 
 def test_windows_label_each_run_with_the_next_id():
     examples = windows([0, 1, 2, 3, 0], 3)
     np.testing.assert_array_equal(examples.x, [[0, 1, 2], [1, 2, 3]])
     np.testing.assert_array_equal(examples.y, [3, 0])
-
-
-def test_prompt_tokens_from_the_prompt_or_the_texts_start():
-    assert prompt_tokens("the cat sat", [], VOCABULARY, 3) == ["the", "cat", "sat"]
-    assert prompt_tokens("cat sat.", [], VOCABULARY, 3) == ["cat", "sat", "."]  # punctuation is a token
-    assert prompt_tokens(None, ["sat", ".", "the", "cat"], VOCABULARY, 3) == ["sat", ".", "the"]
-
-
-def test_stories_are_written_as_their_tokens_were_read():
-    assert detokenize(["the", "cat", "."], "word") == "the cat ."
-    assert detokenize(list("猫は座った。"), "char") == "猫は座った。"
-
-
-@pytest.mark.parametrize(
-    "prompt, message",
-    [
-        ("the dog sat", r"prompt 'the dog sat': 'dog' not in data/vocabulary/fable.json"),
-        ("the cat", r"prompt 'the cat' has 2 tokens \['the', 'cat'\]; the model reads exactly 3"),
-        ("the cat sat down", r"has 4 tokens"),
-    ],
-)
-def test_bad_prompts(prompt, message):
-    with pytest.raises(PromptError, match=message):
-        prompt_tokens(prompt, [], VOCABULARY, 3, "data/vocabulary/fable.json")
 
 
 def test_continuation_in_text():

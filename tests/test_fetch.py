@@ -8,8 +8,8 @@ import socket
 from pathlib import Path
 
 import pytest
-
 from conftest import Route
+
 from pipeline.config import parse_params
 from pipeline.fetch import (
     FetchError,
@@ -132,3 +132,15 @@ def test_timeout_from_environment():
     assert fetch_timeout({"PIPELINE_FETCH_TIMEOUT": "2.5"}) == 2.5
     with pytest.raises(FetchError, match=r"\$PIPELINE_FETCH_TIMEOUT: must be a positive number of seconds, got 'x'"):
         fetch_timeout({"PIPELINE_FETCH_TIMEOUT": "x"})
+
+
+def test_a_long_download_shows_how_far_it_is(http_server, tmp_path, capsys, monkeypatch):
+    content = bytes(range(256)) * 12_000  # 3.1 MB: read in blocks of 1 MiB
+    http_server.routes = {"/big": Route(content)}
+    monkeypatch.setattr("pipeline.fetch.PROGRESS_INTERVAL_S", 0.0)  # a line after every block
+    source = f"{http_server.base_url}/big"
+    fetch(Target(tmp_path / "big", hashlib.sha256(content).hexdigest(), (source,)), timeout=5)
+    log = capsys.readouterr().err.splitlines()
+    assert log[:4] == [f"fetch: {source}: {done} of 3.1 MB ({percent}%)"
+                       for done, percent in (("1.0", 34), ("2.1", 68), ("3.1", 100))] + [
+        f"fetch: {tmp_path / 'big'} <- {source} (3.1 MB)"]

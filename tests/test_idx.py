@@ -18,7 +18,7 @@ def test_parses_images_and_labels():
     parsed = parse_images(idx_bytes(IMAGES_MAGIC, images), "imgs")
     assert parsed.shape == (2, 28, 28) and parsed.dtype == np.uint8
     np.testing.assert_array_equal(parsed, images)
-    np.testing.assert_array_equal(parse_labels(idx_bytes(LABELS_MAGIC, np.array([3, 9])), "lbls"), [3, 9])
+    np.testing.assert_array_equal(parse_labels(idx_bytes(LABELS_MAGIC, np.array([3, 9])), "lbls", 10), [3, 9])
 
 
 def test_wrong_magic_names_the_file():
@@ -34,22 +34,22 @@ def test_truncated_file_names_expected_size():
 
 def test_trailing_bytes_are_refused():
     with pytest.raises(IdxError, match="need exactly"):
-        parse_labels(idx_bytes(LABELS_MAGIC, np.zeros(5)) + b"\0", "lbls")
+        parse_labels(idx_bytes(LABELS_MAGIC, np.zeros(5)) + b"\0", "lbls", 10)
 
 
 def test_shorter_than_header():
     with pytest.raises(IdxError, match=r"lbls: 3 bytes, shorter than the 8-byte IDX header"):
-        parse_labels(b"\0\0\x08", "lbls")
+        parse_labels(b"\0\0\x08", "lbls", 10)
 
 
 def test_corrupted_label_value():
     with pytest.raises(IdxError, match=r"lbls: label 200 is outside 0\.\.9"):
-        parse_labels(idx_bytes(LABELS_MAGIC, np.array([1, 200])), "lbls")
+        parse_labels(idx_bytes(LABELS_MAGIC, np.array([1, 200])), "lbls", 10)
 
 
 def test_real_mnist_files_parse(mirror):
     import gzip
 
-    labels = parse_labels(gzip.decompress((mirror / "mnist/t10k-labels-idx1-ubyte.gz").read_bytes()), "t10k")
+    labels = parse_labels(gzip.decompress((mirror / "mnist/t10k-labels-idx1-ubyte.gz").read_bytes()), "t10k", 10)
     assert labels.shape == (10000,)
     assert np.bincount(labels).tolist()[:2] == [980, 1135]  # MNIST's published test class counts

@@ -95,8 +95,7 @@ def test_pipeline_logs_to_an_mlflow_server_on_postgresql(trained_copy, tmp_path)
     with postgres() as database, mlflow_server(database, tmp_path / "artifacts") as url:
         trained_copy.env["MLFLOW_TRACKING_URI"] = url
         trained_copy.dvc("repro", "-f", "train_fable", "evaluate_fable")
-        mlflow.set_tracking_uri(url)
-        (run,) = mlflow.search_runs(experiment_names=["fable"], output_format="list")
+        (run,) = trained_copy.runs("fable", store=url)
         assert run.info.status == "FINISHED"
         assert "test_accuracy" in run.data.metrics and run.data.params["fable.units"] == "32"
         assert len(MlflowClient().get_metric_history(run.info.run_id, "loss")) == 2
@@ -105,8 +104,7 @@ def test_pipeline_logs_to_an_mlflow_server_on_postgresql(trained_copy, tmp_path)
         (logged,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
         assert mlflow.keras.load_model(f"models:/{logged.model_id}").output_shape == (None, 112)
     # Nothing went to the local store: the server is where the team's runs are.
-    mlflow.set_tracking_uri(f"sqlite:///{trained_copy.root}/mlflow.db")
-    assert len(mlflow.search_runs(experiment_names=["fable"], output_format="list")) == 1
+    assert len(trained_copy.runs("fable")) == 1
 
 
 def chromium_page(url: str, screenshot: Path) -> str:
@@ -124,9 +122,8 @@ def chromium_page(url: str, screenshot: Path) -> str:
 
 
 def test_mlflow_ui_shows_runs_and_test_accuracy_in_a_browser(trained_project, tmp_path):
-    mlflow.set_tracking_uri(f"sqlite:///{trained_project.root}/mlflow.db")
+    (run,) = trained_project.runs("mnist")
     experiment = mlflow.get_experiment_by_name("mnist")
-    (run,) = mlflow.search_runs(experiment_names=["mnist"], output_format="list")
     backend = f"sqlite:///{trained_project.root}/mlflow.db"
     with mlflow_server(backend, trained_project.root / "mlruns") as url:
         page = chromium_page(f"{url}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}",

@@ -7,7 +7,8 @@ import pytest
 
 from pipeline.config import MnistSplit
 from pipeline.idx import IdxError
-from pipeline.prepare import load_split, save_splits, split_mnist
+from pipeline.prepare import split_mnist
+from pipeline.splits import load_split, save_splits
 
 
 def arrays(train: int, test: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -27,7 +28,7 @@ def test_validation_is_the_first_images_train_the_next():
 
 
 def test_split_larger_than_the_files():
-    with pytest.raises(IdxError, match="validation_size \\+ train_size = 61 exceeds the 60 training images"):
+    with pytest.raises(IdxError, match=r"validation_size \+ train_size = 11 \+ 50 exceeds the 60 images of the training file"):
         split_mnist(arrays(60, 10), MnistSplit(validation_size=11, train_size=50, test_size=8))
 
 

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import ROOT, ProjectCopy
+from mlflow.tracking import MlflowClient
 from test_config import BAD_VALUES
 
 UP_TO_DATE = "Data and pipelines are up to date."

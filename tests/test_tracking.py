@@ -12,9 +12,8 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import Route
+from mlflow.tracking import MlflowClient
 
 from pipeline.tracking import flatten, project_root, tracking_uri
 
@@ -35,15 +34,10 @@ def test_flatten_uses_params_yaml_key_names():
         "mnist.units": 8, "mnist.split.train_size": 5, "mnist.mirrors": '["a", "b"]'}
 
 
-def runs(project, experiment: str) -> list:
-    mlflow.set_tracking_uri(f"sqlite:///{project.root}/mlflow.db")
-    return mlflow.search_runs(experiment_names=[experiment], output_format="list")
-
-
 def test_one_run_per_model_with_everything(trained_project):
     params = trained_project.params()
     for name in ("mnist", "fable"):
-        (run,) = runs(trained_project, name)
+        (run,) = trained_project.runs(name)
         assert run.info.status == "FINISHED"
         client = MlflowClient()
         # params: the model's and its data's params.yaml values, under the same names
@@ -70,10 +64,10 @@ def test_one_run_per_model_with_everything(trained_project):
         assert "plots/training_curves.png" in artifacts
         reports = {item.path for item in client.list_artifacts(run.info.run_id, "reports")}
         assert f"reports/{name}_history.csv" in reports
-    fable_run = runs(trained_project, "fable")[0]
+    fable_run = trained_project.runs("fable")[0]
     fable_reports = {i.path for i in MlflowClient().list_artifacts(fable_run.info.run_id, "reports")}
     assert {"reports/fable.json", "reports/fable_story.txt"} <= fable_reports
-    mnist_run = runs(trained_project, "mnist")[0]
+    mnist_run = trained_project.runs("mnist")[0]
     assert "plots/confusion_matrix.png" in {
         i.path for i in MlflowClient().list_artifacts(mnist_run.info.run_id, "plots")}
 
@@ -83,7 +77,7 @@ def test_logged_model_loads_with_mlflow_and_predicts_like_the_dvc_model(trained_
 
     import pipeline.model  # noqa: F401 - registers the pipeline's layers (README: loading with MLflow)
 
-    (run,) = runs(trained_project, "mnist")
+    (run,) = trained_project.runs("mnist")
     (logged,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
     assert logged.source_run_id == run.info.run_id
     model = mlflow.keras.load_model(f"models:/{logged.model_id}")
@@ -96,11 +90,11 @@ def test_rerun_without_changes_adds_no_run_and_a_param_edit_adds_one(trained_cop
     trained_copy.run("git", "add", "-A")
     trained_copy.run("git", "commit", "-qm", "trained")
     assert "Running stage" not in trained_copy.dvc("repro").stdout
-    assert len(runs(trained_copy, "mnist")) == 1 and len(runs(trained_copy, "fable")) == 1
+    assert len(trained_copy.runs("mnist")) == 1 and len(trained_copy.runs("fable")) == 1
     trained_copy.edit_params(lambda raw: raw["fable"].__setitem__("units", 24))
     trained_copy.dvc("repro")
-    assert len(runs(trained_copy, "mnist")) == 1
-    fable_runs = runs(trained_copy, "fable")
+    assert len(trained_copy.runs("mnist")) == 1
+    fable_runs = trained_copy.runs("fable")
     assert len(fable_runs) == 2
     newest = max(fable_runs, key=lambda run: run.info.start_time)
     assert newest.data.params["fable.units"] == "24" and "test_accuracy" in newest.data.metrics
@@ -115,7 +109,7 @@ def test_a_failing_stage_leaves_its_run_failed(trained_copy):
     trained_copy.edit_params(lambda raw: raw["paths"]["fable"].__setitem__("history", "params.yaml/history.csv"))
     result = trained_copy.python("-m", "pipeline.train", "fable", check=False)
     assert result.returncode != 0
-    newest = max(runs(trained_copy, "fable"), key=lambda run: run.info.start_time)
+    newest = max(trained_copy.runs("fable"), key=lambda run: run.info.start_time)
     assert newest.info.status == "FAILED"
 
 
@@ -125,14 +119,14 @@ def test_an_interrupted_stage_leaves_its_run_killed(trained_copy):
                                env=trained_copy.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for line in process.stdout:  # wait until it is training (one epoch logged)
-            if line.startswith("Epoch 2/"):
+            if line.startswith("fable epoch 2/"):
                 break
         process.send_signal(signal.SIGTERM)  # what DVC sends its stage on Ctrl-C
         process.wait(timeout=60)
     finally:
         process.kill()
     time.sleep(0.1)
-    newest = max(runs(trained_copy, "fable"), key=lambda run: run.info.start_time)
+    newest = max(trained_copy.runs("fable"), key=lambda run: run.info.start_time)
     assert newest.info.status == "KILLED"
     assert process.returncode != 0
 

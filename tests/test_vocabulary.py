@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.text import tokenize
 from pipeline.vocabulary import (
     VocabularyError,
     accuracy_ceiling,
     build_dictionary,
     build_vocabulary,
-    tokenize,
 )
-
-
-def test_word_tokens_split_punctuation_off():
-    assert tokenize("the cat, she said. don't!", "word") == ["the", "cat", ",", "she", "said", ".", "don't", "!"]
-
-
-def test_char_tokens_for_a_chinese_sentence():
-    assert tokenize("老鼠们 开了一个会，", "char") == ["老", "鼠", "们", "开", "了", "一", "个", "会", "，"]
 
 
 def test_ids_by_descending_frequency_ties_by_first_occurrence():
