@@ -38,6 +38,7 @@ TASK_MODULES = {"mnist": "pipeline.mnist", "fable": "pipeline.fable"}
 NOT_DEPENDENCIES: dict[str, str] = {
     "pipeline.tracking": "writes to MLflow only (runs, tags, artifacts); DVC-tracked files never hold a run id",
     "pipeline.reports": "draws figures logged to MLflow; the DVC plots read the CSV files instead",
+    "pipeline.serving": "wraps the saved model as an MLflow pyfunc model when the run logs it; writes no DVC output",
     "pipeline.errors": "the exception base class: changes how a failure is reported, never an output",
 }
 

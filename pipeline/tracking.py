@@ -28,8 +28,7 @@ from typing import Any
 
 import keras
 import mlflow
-import mlflow.keras
-import tensorflow as tf
+import mlflow.pyfunc
 from filelock import FileLock
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
@@ -265,16 +264,24 @@ def training_run(task: Task, params: Params, resumes: str | None = None) -> Iter
         mlflow.end_run()
 
 
-def log_trained_model(model: keras.Model, task: Task, model_path: Path, history_path: Path,
+def log_trained_model(task: Task, params: Params, model_path: Path, history_path: Path,
                       artifacts: Sequence[str]) -> None:
-    """The model (loadable with ``mlflow.keras.load_model``), its digest tag, the history, its curves
-    and the task's other training files."""
+    """The model as a self-contained pyfunc model (pipeline.serving), its digest tag, the history, its
+    curves and the task's other training files."""
+    from pipeline import serving  # noqa: PLC0415 - pandas and MLflow's pyfunc only where a model is logged
+
     mlflow.set_tag(MODEL_DIGEST_TAG, file_digest(model_path))
-    mlflow.keras.log_model(
-        model,
+    package = serving.packaging(task.name, model_path, params)
+    mlflow.pyfunc.log_model(
         name="model",
+        python_model=package.python_model,
+        artifacts=package.artifacts,
+        model_config=package.model_config,
+        code_paths=[str(serving.PACKAGE_DIRECTORY)],
+        signature=package.signature,
+        input_example=package.input_example,
         # Explicit requirements: inferring them would load the model again in a subprocess.
-        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
+        pip_requirements=serving.requirements(),
     )
     for path in [history_path, *artifacts]:
         mlflow.log_artifact(str(path), artifact_path="reports")

@@ -235,5 +235,5 @@ def run(task: Task, params: Params, callbacks: Sequence[keras.callbacks.Callback
             tracking.log_resumed(resume.history, resume.epoch)
         model = train(task, params, [tracking.EpochLogger(), *callbacks], resume, run_id, key)
         save_model(model, paths.model)
-        tracking.log_trained_model(model, task, Path(paths.model), Path(paths.history), task.extra_artifacts(params))
+        tracking.log_trained_model(task, params, Path(paths.model), Path(paths.history), task.extra_artifacts(params))
     checkpoint.clear(paths.checkpoint)

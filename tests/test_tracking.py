@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import mlflow
+import mlflow.artifacts
+import mlflow.models
 import numpy as np
 import pytest
 from conftest import Route
@@ -72,18 +74,17 @@ def test_one_run_per_model_with_everything(trained_project):
         i.path for i in MlflowClient().list_artifacts(mnist_run.info.run_id, "plots")}
 
 
-def test_logged_model_loads_with_mlflow_and_predicts_like_the_dvc_model(trained_project):
-    import keras
-
-    import pipeline.model  # noqa: F401 - registers the pipeline's layers (README: loading with MLflow)
-
+def test_logged_model_holds_the_dvc_model_the_package_and_a_signature(trained_project):
     (run,) = trained_project.runs("mnist")
     (logged,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
     assert logged.source_run_id == run.info.run_id
-    model = mlflow.keras.load_model(f"models:/{logged.model_id}")
-    images = np.load(trained_project.root / "data/prepared/mnist/x_test.npy")[:16]
-    reference = keras.models.load_model(trained_project.root / "models/mnist.keras", safe_mode=True)
-    np.testing.assert_allclose(model.predict(images, verbose=0), reference.predict(images, verbose=0), rtol=1e-6)
+    info = mlflow.models.get_model_info(f"models:/{logged.model_id}")
+    assert info.signature.inputs.to_dict() == [{"type": "tensor", "tensor-spec": {"dtype": "uint8", "shape": (-1, 28, 28)}}]
+    assert [column["name"] for column in info.signature.outputs.to_dict()] == ["digit", "probabilities"]
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{logged.model_id}"))
+    assert (local / "artifacts" / "mnist.keras").read_bytes() == (trained_project.root / "models/mnist.keras").read_bytes()
+    assert (local / "code" / "pipeline" / "serving.py").is_file()  # the code travels with the model
+    assert json.loads((local / "serving_input_example.json").read_text())["inputs"][0][0] == [0] * 28  # the first row of a real test image
 
 
 def test_rerun_without_changes_adds_no_run_and_a_param_edit_adds_one(trained_copy):
