@@ -80,7 +80,8 @@ def module_path(module: str) -> Path:
 
 
 def closure(stage: str) -> set[str]:
-    """Every module ``stage`` runs: its entry point's imports, transitively, and its own task module only."""
+    """Every module ``stage`` runs: its entry point's imports, transitively, and its own task module only;
+    the imports of a module in NOT_DEPENDENCIES are not followed (they serve MLflow's side only)."""
     entry, model = STAGES[stage]
     other_tasks = {name for task, name in TASK_MODULES.items() if task != model}
     seen, pending = set(), [entry] + ([TASK_MODULES[model]] if model else [])
@@ -89,7 +90,8 @@ def closure(stage: str) -> set[str]:
         if module in seen or module in other_tasks:
             continue
         seen.add(module)
-        pending.extend(imports(module))
+        if module not in NOT_DEPENDENCIES:  # what they import serves them only (MLflow's side)
+            pending.extend(imports(module))
     return seen
 
 
