@@ -162,8 +162,8 @@ class Ours:
 
     def __init__(self, params: Params, train_batches: int, eval_samples: int):
         from pipeline.mnist import TASK
-        from pipeline.model import INFERENCE_BATCH, logits_function
-        from pipeline.prepare import load_split
+        from pipeline.inference import INFERENCE_BATCH, logits_function
+        from pipeline.splits import load_split
         from pipeline.training import compiled_model
 
         x, y = load_split(params.paths.mnist.prepared, "train")
@@ -222,7 +222,7 @@ class Torch:
     def __init__(self, params: Params, total_batches: int, skip_batches: int, eval_samples: int, inference_batch: int):
         import torch
 
-        from pipeline.prepare import load_split
+        from pipeline.splits import load_split
 
         torch.manual_seed(params.mnist.seed)
         torch.set_num_threads(cores())
@@ -493,8 +493,8 @@ def step_profile(params: Params, batch: int, repeats: int) -> dict:
     import tensorflow as tf
 
     from pipeline.mnist import TASK
-    from pipeline.model import INFERENCE_BATCH
-    from pipeline.prepare import load_split
+    from pipeline.inference import INFERENCE_BATCH
+    from pipeline.splits import load_split
     from pipeline.training import compiled_model
 
     images, labels = load_split(params.paths.mnist.prepared, "validation")
@@ -585,7 +585,7 @@ def fable_time_to_ceiling(params: Params) -> dict:
 
     from pipeline.fable import TASK
     from pipeline.training import compiled_model
-    from pipeline.vocabulary import load_vocabulary
+    from pipeline.text import load_vocabulary
 
     data = TASK.load_training_data(params)
     ceiling = load_vocabulary(params.paths.fable.vocabulary)["ceiling"]
