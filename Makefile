@@ -45,6 +45,7 @@ test: setup browser qemu
 	python -m pytest
 
 # Throughput of both numerics modes against PyTorch, and the pipeline's costs (torch: benchmark only).
+# BENCH_ARGS: its options, e.g. make bench BENCH_ARGS="--skip repro" offline without PIPELINE_MIRROR.
 bench: setup
 	python -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	python -m bench.benchmark
+	python -m bench.benchmark $(BENCH_ARGS)

@@ -17,13 +17,26 @@ can reach); where one training step and one inference batch spend their time, a 
 next to DVC's floor (a one-stage project) and the time the fable model takes to reach its accuracy
 ceiling, those in params.yaml's numerics mode; and a full ``dvc repro`` in a fresh clone of the last
 commit: wall time, peak RSS of every stage, accuracies, and whether its outputs match the committed dvc.lock.
+
+Before any measurement it checks what the phases will need and stops, with one line for each thing
+missing and what to do about it (exit status 1, nothing measured): params.yaml valid, the prepared MNIST
+splits (and, unless ``--skip fable``, the fable and its vocabulary) at the paths params.yaml names, and,
+unless ``--skip repro``, a source for every data file the fresh clone's fetch stages download. That is
+``$PIPELINE_MIRROR`` (a relative one is resolved here, since the clone runs elsewhere) or else the
+sources in params.yaml, each asked for its headers: offline and without a mirror the benchmark refuses
+to start rather than fail after minutes of measuring. PyTorch is optional: without it a note says it is
+not measured.
+
+Each phase prints a line to stderr when it starts and one when it ends, with its headline figure and
+time. ``--output`` (JSON, with the table under ``table``) is rewritten atomically after every phase, so
+a failure or Ctrl-C keeps every figure measured before it; a phase that fails is recorded as
+``{"error": "..."}`` under its key, the others still run, and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import importlib.util
 import json
 import math
@@ -33,15 +46,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from pipeline.config import Params, parse_params
+from pipeline.config import Params, ParamsError, load_params, parse_params
+from pipeline.errors import PipelineError
+from pipeline.fetch import MIRROR_ENV
 from pipeline.files import write_json
+from pipeline.stage import debugging, run_stage
 from pipeline.tasks import Examples, TrainingData
 
 MODES = ("portable", "native")
@@ -65,17 +86,14 @@ def lstm_train_flops(steps: int, features: int, units: int, classes: int) -> flo
     return 3.0 * forward
 
 
-def read_raw_params(path: str | Path) -> dict:
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+def mode_params(params: Params, mode: str, batch: int | None = None, source: str = "params.yaml") -> Params:
+    """``params`` with ``numerics.mode`` set to ``mode`` (and ``mnist.batch_size`` to ``batch``), validated again.
 
-
-def mode_params(raw: dict, mode: str, batch: int | None = None, source: str = "params.yaml") -> Params:
-    """params.yaml with ``numerics.mode`` set to ``mode`` (and ``mnist.batch_size`` to ``batch``), validated.
-
-    Raises pipeline.config.ParamsError when the params cannot run in that mode (portable needs one thread
-    per slice and slices of at most CHUNK examples).
+    The change is made on the params as plain values and checked by pipeline.config's own validator, so
+    it raises pipeline.config.ParamsError when the params cannot run in that mode (portable needs one
+    thread per slice and slices of at most CHUNK examples), naming ``source`` and the key.
     """
-    raw = copy.deepcopy(raw)
+    raw = params.model_dump()
     raw["numerics"]["mode"] = mode
     if batch:
         raw["mnist"]["batch_size"] = batch
@@ -92,6 +110,105 @@ def ratios(implementations: dict[str, dict]) -> dict[str, dict[str, float]]:
             result[key] = {part: implementations[numerator][f"{part}_samples_per_s"]
                            / implementations[denominator][f"{part}_samples_per_s"] for part in ("train", "eval")}
     return result
+
+
+# --- what the phases need, checked before any of them runs --------------------------------------------
+
+# The fetch stages' layout of a mirror (pipeline.fetch), for the line that asks for one.
+MIRROR_HINT = (f"set {MIRROR_ENV} to an offline mirror laid out as mnist/<file>.gz and fable/<file> "
+               "(README: Quick start), or leave the phase out with --skip repro")
+
+
+def missing_prerequisites(params: Params, skip: Collection[str], environ: Mapping[str, str] = os.environ,
+                          source: Path = Path(), timeout: float = 5.0) -> list[str]:
+    """One line for each thing a phase that will run needs and does not have, saying what to do; [] if none.
+
+    The data is read with the pipeline's own readers (a file that is there but unreadable counts as
+    missing). The full-repro phase (unless skipped) needs ``source`` to be a git repository with a commit
+    and every data file to have a source that answers: see :func:`unreachable_data`.
+    """
+    from pipeline.splits import load_split
+    from pipeline.text import load_vocabulary, read_text
+
+    problems = []
+    prepared, unreadable = params.paths.mnist.prepared, {}
+    for split in ("train", "validation", "test"):
+        try:
+            load_split(prepared, split)
+        except (OSError, ValueError) as error:
+            unreadable[split] = f"{error.strerror}: {error.filename}" if isinstance(error, OSError) else str(error)
+    if unreadable:
+        problems.append(f"{prepared}: the prepared MNIST split(s) {', '.join(unreadable)} cannot be read "
+                        f"({next(iter(unreadable.values()))}): run `dvc repro` first")
+    if "fable" not in skip:
+        for read in (lambda: read_text(params.paths.fable.raw), lambda: load_vocabulary(params.paths.fable.vocabulary)):
+            try:
+                read()
+            except PipelineError as error:
+                problems.append(f"{error}: run `dvc repro` first, or --skip fable")
+    if "repro" not in skip:
+        head = subprocess.run(["git", "-C", str(source), "rev-parse", "--verify", "-q", "HEAD"], capture_output=True)
+        if head.returncode != 0:
+            problems.append(f"the full-repro phase clones the last commit of {source.resolve()}, which has none "
+                            f"(not a git repository?): commit first, or leave the phase out with --skip repro")
+        unreachable = unreachable_data(params, environ.get(MIRROR_ENV) or None, timeout)
+        if unreachable:
+            problems.append(f"the full-repro phase's fresh clone fetches the data, and no source answers for "
+                            f"{', '.join(unreachable)} ({next(iter(unreachable.values()))}): {MIRROR_HINT}")
+    return problems
+
+
+def unreachable_data(params: Params, mirror: str | None, timeout: float) -> dict[str, str]:
+    """``{file name: "first source: why not"}`` for each data file none of whose fetch sources answers.
+
+    The sources are pipeline.fetch's own: ``mirror`` first, then params.yaml's. A local file must exist; a
+    URL must answer its GET with a success within ``timeout`` seconds (only the headers are read, and a host
+    that cannot be reached is asked once).
+    """
+    from pipeline.fetch import fable_target, mnist_targets
+
+    down: dict[str, str] = {}  # host -> why it cannot be reached
+    unreachable = {}
+    for target in [*mnist_targets(params, mirror), fable_target(params, mirror)]:
+        reasons = []
+        for source in target.sources:
+            reason = _unanswered(source, timeout, down)
+            if reason is None:
+                break
+            reasons.append(reason)
+        else:
+            unreachable[target.destination.name] = f"{target.sources[0]}: {reasons[0]}"
+    return unreachable
+
+
+def _unanswered(source: str, timeout: float, down: dict[str, str]) -> str | None:
+    """Why ``source`` (a path or URL) cannot be fetched, or None if it is there."""
+    parts = urllib.parse.urlsplit(source)
+    if parts.scheme not in ("http", "https", "file"):
+        return None if Path(source).is_file() else "no such file"
+    if parts.netloc in down:
+        return down[parts.netloc]
+    try:
+        with urllib.request.urlopen(source, timeout=timeout):  # closed after the headers: nothing downloaded
+            return None
+    except urllib.error.HTTPError as error:
+        return f"HTTP {error.code} {error.reason}"
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        down[parts.netloc] = f"cannot connect: {getattr(reason, 'strerror', None) or reason}"
+        return down[parts.netloc]
+
+
+def clone_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """``environ`` for the fresh clone's `dvc repro`: a relative ``$PIPELINE_MIRROR`` made absolute.
+
+    The clone runs in a temporary directory, where ``../shared/mirror`` would name another place.
+    """
+    environment = dict(environ)
+    mirror = environment.get(MIRROR_ENV)
+    if mirror and urllib.parse.urlsplit(mirror).scheme not in ("http", "https", "file"):
+        environment[MIRROR_ENV] = str(Path(mirror).resolve())
+    return environment
 
 
 # --- float32 GEMM at the step's shape --------------------------------------------------------------------
@@ -158,13 +275,17 @@ def timed_span(marks: Sequence[tuple[int, float]], batch: int) -> tuple[float, i
 
 
 class Ours:
-    """The pipeline's own MNIST model and training step, in this process's numerics mode."""
+    """The pipeline's own MNIST model, training step and input pipeline, in this process's numerics mode.
+
+    Batches come from pipeline.training.epoch_batches, as in the train stage (indices shuffled by
+    epoch, images gathered in TensorFlow, prefetched), over the same full batches PyTorch trains on.
+    """
 
     def __init__(self, params: Params, train_batches: int, eval_samples: int):
         from pipeline.mnist import TASK
         from pipeline.inference import INFERENCE_BATCH, logits_function
         from pipeline.splits import load_split
-        from pipeline.training import compiled_model
+        from pipeline.training import compiled_model, epoch_batches
 
         x, y = load_split(params.paths.mnist.prepared, "train")
         # Compiled for the whole training split, as the train stage compiles it: the same steps per
@@ -176,6 +297,7 @@ class Ours:
         self.skip_batches = self.steps_per_execution
         self.total_batches = self.skip_batches + self.steps_per_execution * math.ceil(train_batches / self.steps_per_execution)
         self.x, self.y = bench_batches(x, y, self.batch, self.total_batches)
+        self.batches = epoch_batches(Examples(self.x, self.y), params.mnist.seed, range(1), self.batch)
         self.x_eval = load_split(params.paths.mnist.prepared, "test")[0][:eval_samples]
         self.inference_batch = INFERENCE_BATCH
 
@@ -189,7 +311,8 @@ class Ours:
             def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
                 marks.append((batch, time.perf_counter()))
 
-        self.model.fit(self.x, self.y, batch_size=self.batch, epochs=1, shuffle=False, verbose=0, callbacks=[Clock()])
+        self.model.fit(self.batches, steps_per_epoch=self.total_batches, epochs=1, shuffle=False, verbose=0,
+                       callbacks=[Clock()])
         if marks[0][0] != self.skip_batches - 1 or marks[-1][0] != self.total_batches - 1:
             raise RuntimeError(f"fit reported batches {marks[0][0]}..{marks[-1][0]}, expected "
                                f"{self.skip_batches - 1}..{self.total_batches - 1}")
@@ -286,21 +409,21 @@ def throughput_worker(args: argparse.Namespace) -> None:
     def answer(message: dict) -> None:
         answers.write(json.dumps(message) + "\n")
 
-    raw = read_raw_params(args.params)
+    params = load_params(args.params)
     if args.worker == "torch":
         try:
             import torch  # noqa: F401
         except ImportError as error:
             answer({"unavailable": f"torch cannot be imported ({error}): PyTorch not measured, no ratios to it"})
             return
-        params = mode_params(raw, "native", args.batch, args.params)  # native: no constraint on slices to meet
+        params = mode_params(params, "native", args.batch, args.params)  # native: no constraint on slices to meet
         implementation: Ours | Torch = Torch(params, args.total_batches, args.skip_batches, args.eval_samples,
                                              args.inference_batch)
         libraries = ("torch",)
     else:
         from pipeline.numerics import pin_for
 
-        params = mode_params(raw, args.worker, args.batch, args.params)
+        params = mode_params(params, args.worker, args.batch, args.params)
         pin_for(params, "mnist", f"bench {args.worker}")  # before anything imports TensorFlow
         implementation = Ours(params, args.train_batches, args.eval_samples)
         libraries = ("tensorflow",)
@@ -363,7 +486,7 @@ class Worker:
         self.log.close()
 
 
-def throughput(params_path: str, raw: dict, modes: Sequence[str], batch: int, train_batches: int,
+def throughput(params_path: str, params: Params, modes: Sequence[str], batch: int, train_batches: int,
                evaluation_samples: int, repeats: int) -> dict:
     """samples/s of each implementation, each in its own warmed-up worker, timed in turns ``repeats`` times."""
     common = ["--params", params_path, "--batch", str(batch), "--eval-samples", str(evaluation_samples)]
@@ -371,8 +494,8 @@ def throughput(params_path: str, raw: dict, modes: Sequence[str], batch: int, tr
     runnable = []
     for mode in modes:
         try:
-            mode_params(raw, mode, batch, params_path)
-        except Exception as error:  # noqa: BLE001 - pipeline.config.ParamsError: this mode cannot run these params
+            mode_params(params, mode, batch, params_path)
+        except ParamsError as error:  # this mode cannot run these params
             notes.append(f"{implementation_name(mode)} not measured: {error}")
         else:
             runnable.append(mode)
@@ -411,7 +534,7 @@ def throughput(params_path: str, raw: dict, modes: Sequence[str], batch: int, tr
         for name, worker in workers.items():
             for library, rate in worker.ask("gemm")["gemm_gflops"].items():
                 gemm[library if name == TORCH else f"{library} {name.removeprefix('pipeline ')}"] = rate
-    units = raw["mnist"]["units"]
+    units = params.mnist.units
     gemm["numpy"] = gemm_gflops("numpy", batch, layout["features"] + units, 4 * units)
     flops = lstm_train_flops(layout["steps"], layout["features"], units, 10)
     limit = max(gemm.values())
@@ -435,8 +558,8 @@ def throughput(params_path: str, raw: dict, modes: Sequence[str], batch: int, tr
         "batch_size": batch, "repeats": repeats,
         "steps_per_execution": layout["steps_per_execution"],
         "timed_batches_per_round": layout["total_batches"] - layout["skip_batches"],
-        "parallel_slices": raw["mnist"]["parallel_slices"],
-        "threads_per_slice": raw["numerics"]["threads_per_slice"],
+        "parallel_slices": params.mnist.parallel_slices,
+        "threads_per_slice": params.numerics.threads_per_slice,
         "numerics": {mode: describe(mode) for mode in runnable},
         "implementations": implementations,
         "ratios": ratios(implementations),
@@ -467,14 +590,13 @@ def one_shot_worker(args: argparse.Namespace) -> None:
     """``--worker profile`` or ``--worker fable``: pin as params.yaml says, measure, write ``--json-out``."""
     from pipeline.numerics import pin_for
 
-    raw = read_raw_params(args.params)
-    mode = raw["numerics"]["mode"]
+    params = load_params(args.params)
+    mode = params.numerics.mode
     if args.worker == "profile":
-        params = mode_params(raw, mode, args.batch, args.params)
+        params = mode_params(params, mode, args.batch, args.params)
         pin_for(params, "mnist", "bench profile")
         result = {"mode": mode, **step_profile(params, params.mnist.batch_size, args.repeats)}
     else:
-        params = mode_params(raw, mode, None, args.params)
         pin_for(params, "fable", "bench fable")
         result = {"mode": mode, **fable_time_to_ceiling(params)}
     Path(args.json_out).write_text(json.dumps(result))
@@ -580,28 +702,37 @@ def dvc_no_op(repeats: int) -> dict:
 
 
 def fable_time_to_ceiling(params: Params) -> dict:
-    """Train the fable model as params.yaml says; when does its accuracy over every window hit the ceiling?"""
+    """Train the fable model as the train stage does; when does its accuracy over every window hit the ceiling?
+
+    pipeline.training.train runs it (same batches, optimizer, history and checkpoint every epoch), with
+    the history and the checkpoint in a scratch directory rather than over the project's outputs; after
+    each epoch the model is judged on every window and stopped once it reaches the vocabulary's ceiling.
+    """
     import keras
 
     from pipeline.fable import TASK
-    from pipeline.training import compiled_model
     from pipeline.text import load_vocabulary
+    from pipeline.training import train
 
     data = TASK.load_training_data(params)
     ceiling = load_vocabulary(params.paths.fable.vocabulary)["ceiling"]
-    model = compiled_model(TASK, params, data)
     reached: dict = {}
-    start = time.perf_counter()
 
     class Watch(keras.callbacks.Callback):
+        def on_train_begin(self, logs: dict | None = None) -> None:
+            self.start = time.perf_counter()
+
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             predicted = self.model.predict(data.train.x, batch_size=len(data.train), verbose=0).argmax(axis=1)
             if "epoch" not in reached and (predicted == data.train.y).mean() >= ceiling:
-                reached.update(epoch=epoch + 1, seconds=time.perf_counter() - start)
+                reached.update(epoch=epoch + 1, seconds=time.perf_counter() - self.start)
                 self.model.stop_training = True
 
-    model.fit(data.train.x, data.train.y, batch_size=params.fable.batch_size, epochs=params.fable.epochs,
-              shuffle=True, verbose=0, callbacks=[Watch()])
+    with tempfile.TemporaryDirectory() as scratch:
+        raw = params.model_dump()
+        raw["paths"]["fable"].update(history=str(Path(scratch) / "history.csv"),
+                                     checkpoint=str(Path(scratch) / "checkpoint.npz"))
+        train(TASK, parse_params(raw, source="params.yaml with the fable's history and checkpoint in scratch"), [Watch()])
     return {"ceiling": ceiling, "reached": bool(reached), **reached, "epochs_allowed": params.fable.epochs}
 
 
@@ -613,7 +744,6 @@ def full_repro(source: Path) -> dict:
     compared with the committed dvc.lock: byte-reproducibility checked on every benchmark run.
     """
     import psutil
-    import yaml
 
     with tempfile.TemporaryDirectory() as scratch:
         clone = Path(scratch) / "clone"
@@ -622,7 +752,7 @@ def full_repro(source: Path) -> dict:
         (clone / "dvc.lock").unlink(missing_ok=True)  # from empty: nothing is up to date
         peaks: dict[str, float] = {}
         start = time.perf_counter()
-        dvc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=clone,
+        dvc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=clone, env=clone_environment(),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         watcher = psutil.Process(dvc.pid)
         while dvc.poll() is None:
@@ -686,8 +816,95 @@ def _outs(lock: dict) -> dict:
     return {name: [(out["path"], out.get("md5")) for out in stage.get("outs", [])] for name, stage in lock["stages"].items()}
 
 
+# --- the phases, each announced, timed, and written as soon as it is done ------------------------------
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One part of the benchmark: its key in the results, what it measures, how, and its headline figure."""
+
+    key: str
+    title: str
+    run: Callable[[], dict]
+    headline: Callable[[dict], str]
+
+
+def say(line: str) -> None:
+    """A progress line on stderr (stdout gets the table), shown at once even through a pipe."""
+    print(f"bench: {line}", file=sys.stderr, flush=True)
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``: pipeline.training.duration's format (that module imports TensorFlow, this one must not)."""
+    seconds = round(seconds)
+    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+def run_phases(phases: Sequence[Phase], output: str | Path) -> dict:
+    """Run ``phases`` in turn; after each, rewrite ``output`` (atomically) with every figure so far and its table.
+
+    A phase that raises is recorded as ``{"error": message}`` under its key and the next one runs: the
+    phases do not depend on each other. Ctrl-C stops at once, with the earlier phases' figures on disk.
+    """
+    results: dict[str, Any] = {}
+    for phase in phases:
+        say(f"{phase.key} ({phase.title}) ...")
+        start = time.perf_counter()
+        try:
+            results[phase.key] = phase.run()
+        except Exception as error:  # noqa: BLE001 - any failure is recorded; the exit status says so
+            results[phase.key] = {"error": f"{type(error).__name__}: {error}"}
+            say(f"{phase.key} failed after {duration(time.perf_counter() - start)}: {results[phase.key]['error']}")
+            if debugging():
+                traceback.print_exc()
+        else:
+            say(f"{phase.key} done in {duration(time.perf_counter() - start)}: {phase.headline(results[phase.key])}")
+        write_json(output, {**results, "table": table(results)})
+    return results
+
+
+def failed(results: dict) -> list[str]:
+    """The keys of the phases that failed."""
+    return [key for key, item in results.items() if isinstance(item, dict) and "error" in item]
+
+
+def phases(args: argparse.Namespace, params: Params, modes: Sequence[str], batch: int, torch: bool) -> list[Phase]:
+    """The benchmark's phases in the order they run, less those ``--skip`` names."""
+    common = ["--params", args.params, "--repeats", str(args.repeats)]
+    mode = params.numerics.mode
+    measured = [*modes, *([TORCH] if torch else [])]
+    listed = [
+        Phase("throughput", f"{', '.join(measured)}; {args.repeats} round(s) each, in turns",
+              lambda: throughput(args.params, params, modes, batch, args.train_batches, args.eval_samples, args.repeats),
+              lambda t: ", ".join(f"{name.removeprefix('pipeline ')} {item['train_samples_per_s']:,.0f}"
+                                  for name, item in t["implementations"].items()) + " train samples/s"),
+        Phase("profile", f"one training step of batch {batch} and one inference batch, {mode}",
+              lambda: one_shot("profile", [*common, "--batch", str(batch)]),
+              lambda p: f"training step {p['train']['step_ms']:.1f} ms, inference batch {p['inference']['step_ms']:.1f} ms"),
+        Phase("dvc", f"no-op dvc repro here and in a one-stage project, {args.repeats} time(s) each",
+              lambda: dvc_no_op(args.repeats),
+              lambda d: f"{d['pipeline_no_op_repro_s']:.2f} s, DVC's floor {d['dvc_floor_no_op_repro_s']:.2f} s"),
+        Phase("fable", f"the fable model trained as its stage does until its ceiling, {mode}, at most "
+                       f"{params.fable.epochs} epochs", lambda: one_shot("fable", common), _fable_line),
+        Phase("repro", "dvc repro from empty in a fresh clone of the last commit", lambda: full_repro(Path.cwd()),
+              lambda r: f"{duration(r['wall_s'])}, outputs match the committed dvc.lock: "
+                        f"{r['outputs_match_committed_dvc_lock']}"),
+    ]
+    return [phase for phase in listed if phase.key not in args.skip]
+
+
 def table(results: dict) -> str:
-    t = results["throughput"]
+    """The figures as text: the throughput table, then one or two lines per other phase, or why it failed."""
+    lines: list[str] = []
+    for key, section in (("throughput", _throughput_lines), ("profile", _profile_lines), ("dvc", _dvc_lines),
+                         ("fable", lambda f: [f"fable reaches its ceiling {_fable_line(f)}"]), ("repro", _repro_lines)):
+        if key in results:
+            item = results[key]
+            lines.extend([f"{key}: failed: {item['error'].splitlines()[0]}"] if "error" in item else section(item))
+    return "\n".join(lines) + "\n"
+
+
+def _throughput_lines(t: dict) -> list[str]:
     rows = ["| implementation | train samples/s | eval samples/s | train, share of GEMM limit |",
             "|---|---|---|---|"]
     for name, item in t["implementations"].items():
@@ -710,30 +927,33 @@ def table(results: dict) -> str:
                  + (f", PyTorch {torch_threads} thread(s)" if torch_threads else ""))
     lines.append("float32 GEMM at the step's shape: " + ", ".join(f"{k} {v:.0f}" for k, v in t["gemm_gflops"].items())
                  + f" GFLOP/s; limit ≈ {t['gemm_limit_train_samples_per_s']:,.0f} training samples/s")
-    if "profile" in results:
-        profile = results["profile"]
-        for what, p in ((f"one training step (batch {profile.get('train_batch', t['batch_size'])}, "
-                         f"{profile['mode']})", profile["train"]),
-                        (f"one inference batch ({profile['inference_batch']}, {profile['mode']})", profile["inference"])):
-            lines.append(f"{what}: {p['step_ms']:.1f} ms; its {p['matmuls']} matrix products alone "
-                         f"{p['matmul_ms']:.1f} ms; the other {p['other_ops']:,} graph operations "
-                         f"≈ {p['other_ms_per_op']:.1f} µs each")
-    if "dvc" in results:
-        d = results["dvc"]
-        lines.append(f"no-op dvc repro {d['pipeline_no_op_repro_s']:.2f} s vs DVC floor "
-                     f"{d['dvc_floor_no_op_repro_s']:.2f} s ({d['ratio']:.2f}×)")
-    if "fable" in results:
-        f = results["fable"]
-        lines.append(f"fable reaches its ceiling {f['ceiling']:.4f} ({f['mode']}): " + (
-            f"epoch {f['epoch']}, {f['seconds']:.1f} s" if f["reached"] else f"not within {f['epochs_allowed']} epochs"))
-    if "repro" in results:
-        r = results["repro"]
-        lines.append(f"full dvc repro from empty: {r['wall_s'] / 60:.0f} min {r['wall_s'] % 60:02.0f} s; "
-                     f"MNIST test_accuracy {r['mnist_test_accuracy']:.4f}, fable {r['fable_accuracy']:.4f} "
-                     f"(ceiling {r['fable_ceiling']:.4f}); outputs match the committed dvc.lock: "
-                     f"{r['outputs_match_committed_dvc_lock']}")
-        lines.append("peak RSS: " + ", ".join(f"{stage} {mb:,.0f} MB" for stage, mb in sorted(r["peak_rss_mb"].items())))
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _profile_lines(profile: dict) -> list[str]:
+    return [f"{what}: {p['step_ms']:.1f} ms; its {p['matmuls']} matrix products alone {p['matmul_ms']:.1f} ms; "
+            f"the other {p['other_ops']:,} graph operations ≈ {p['other_ms_per_op']:.1f} µs each"
+            for what, p in ((f"one training step (batch {profile['train_batch']}, {profile['mode']})", profile["train"]),
+                            (f"one inference batch ({profile['inference_batch']}, {profile['mode']})",
+                             profile["inference"]))]
+
+
+def _dvc_lines(d: dict) -> list[str]:
+    return [f"no-op dvc repro {d['pipeline_no_op_repro_s']:.2f} s vs DVC floor {d['dvc_floor_no_op_repro_s']:.2f} s "
+            f"({d['ratio']:.2f}×)"]
+
+
+def _fable_line(f: dict) -> str:
+    return f"{f['ceiling']:.4f} ({f['mode']}): " + (
+        f"epoch {f['epoch']}, {f['seconds']:.1f} s" if f["reached"] else f"not within {f['epochs_allowed']} epochs")
+
+
+def _repro_lines(r: dict) -> list[str]:
+    return [f"full dvc repro from empty: {duration(r['wall_s'])}; "
+            f"MNIST test_accuracy {r['mnist_test_accuracy']:.4f}, fable {r['fable_accuracy']:.4f} "
+            f"(ceiling {r['fable_ceiling']:.4f}); outputs match the committed dvc.lock: "
+            f"{r['outputs_match_committed_dvc_lock']}",
+            "peak RSS: " + ", ".join(f"{stage} {mb:,.0f} MB" for stage, mb in sorted(r["peak_rss_mb"].items()))]
 
 
 def _positive(text: str) -> int:
@@ -741,6 +961,23 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def benchmark(args: argparse.Namespace) -> dict:
+    """Check the prerequisites (exit status 1 with one line for each missing), then run the phases."""
+    params = load_params(args.params)  # the params as they are must be valid
+    problems = missing_prerequisites(params, args.skip)
+    if problems:
+        for problem in problems:
+            say(f"cannot start: {problem}")
+        sys.exit(1)
+    torch = importlib.util.find_spec("torch") is not None
+    if not torch:
+        say(f"note: {TORCH_MISSING}")
+    batch = args.batch or params.mnist.batch_size
+    results = run_phases(phases(args, params, list(dict.fromkeys(args.modes)), batch, torch), args.output)
+    say(f"figures in {args.output}")
+    return results
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -754,8 +991,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
                         help="numerics modes of the pipeline to measure, each in its own process (default: both)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["dvc", "fable", "repro"],
-                        help="leave out slower parts (repro runs the whole pipeline in a fresh clone)")
-    parser.add_argument("--output", default="bench/results.json")
+                        help="leave out slower parts (repro runs the whole pipeline in a fresh clone, fetching "
+                             f"the data: it needs ${MIRROR_ENV} or the internet)")
+    parser.add_argument("--output", default="bench/results.json", help="the figures, rewritten after every phase")
     # A worker process of the benchmark's own (see throughput_worker and one_shot_worker).
     parser.add_argument("--worker", choices=[*MODES, "torch", "profile", "fable"], help=argparse.SUPPRESS)
     parser.add_argument("--json-out", help=argparse.SUPPRESS)
@@ -769,23 +1007,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.worker:
         throughput_worker(args)
         return
-    raw = read_raw_params(args.params)
-    params = parse_params(raw, source=args.params)  # the params as they are must be valid
-    batch = args.batch or params.mnist.batch_size
-    modes = list(dict.fromkeys(args.modes))
-    common = ["--params", args.params, "--repeats", str(args.repeats)]
-    results: dict[str, Any] = {
-        "throughput": throughput(args.params, raw, modes, batch, args.train_batches, args.eval_samples, args.repeats)}
-    results["profile"] = one_shot("profile", [*common, "--batch", str(batch)])
-    if "dvc" not in args.skip:
-        results["dvc"] = dvc_no_op(args.repeats)
-    if "fable" not in args.skip:
-        results["fable"] = one_shot("fable", common)
-    if "repro" not in args.skip:
-        results["repro"] = full_repro(Path.cwd())
-    results["table"] = table(results)
-    write_json(args.output, results)
-    print(results["table"], end="")
+    with run_stage("bench"):  # a bad params.yaml: one line naming the file and the key, exit status 1
+        results = benchmark(args)
+    print(table(results), end="")
+    if failed(results):
+        say(f"failed: {', '.join(failed(results))} (their errors are in {args.output})")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

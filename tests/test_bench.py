@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
-from bench.benchmark import TORCH_MISSING, lstm_train_flops, mode_params, ratios, table, timed_span
-from pipeline.config import ParamsError
+import bench.benchmark as benchmark
+from bench.benchmark import (TORCH_MISSING, Phase, clone_environment, lstm_train_flops, missing_prerequisites,
+                             mode_params, ratios, run_phases, table, timed_span)
+from pipeline.config import ParamsError, parse_params
+from pipeline.splits import save_splits
 
 
 def test_flops_of_the_seed_model():
@@ -24,12 +31,16 @@ def test_samples_are_counted_from_batch_indices_not_reports():
 
 
 def test_each_mode_is_checked_against_the_params(params_raw):
-    assert mode_params(params_raw, "native").numerics.mode == "native"
-    assert mode_params(params_raw, "portable", batch=128).mnist.batch_size == 128
-    threads = {**params_raw, "numerics": {**params_raw["numerics"], "mode": "native", "threads_per_slice": 2}}
+    params = parse_params(params_raw)
+    assert mode_params(params, "native").numerics.mode == "native"
+    assert mode_params(params, "portable", batch=128).mnist.batch_size == 128
+    assert params.numerics.mode == "portable" and params.mnist.batch_size == 256  # a changed copy, not a change
+    threads = parse_params({**params_raw, "numerics": {**params_raw["numerics"], "mode": "native", "threads_per_slice": 2}})
     assert mode_params(threads, "native").numerics.threads_per_slice == 2
-    with pytest.raises(ParamsError, match="portable runs each slice on 1 thread"):
-        mode_params(threads, "portable")
+    # pipeline.config's own validator, naming the source and the key
+    with pytest.raises(ParamsError, match=r"^bench\.yaml with numerics\.mode portable: numerics: portable runs each "
+                                          r"slice on 1 thread"):
+        mode_params(threads, "portable", source="bench.yaml")
 
 
 def _implementation(train: float, evaluation: float) -> dict:
@@ -77,6 +88,163 @@ def test_table_of_one_mode():
     assert "| pipeline portable |" not in text and "portable /" not in text and "portable costs" not in text
 
 
+# --- prerequisites, progress, and figures that survive a failure (no TensorFlow: fast) --------------------
+
+
+@pytest.fixture
+def prepared(tmp_path: Path, raw: dict) -> Path:
+    """A params file whose data paths name tiny prepared MNIST splits, a fable and its vocabulary in tmp_path."""
+    data = tmp_path / "data"
+    images, labels = np.zeros((4, 28, 28), np.uint8), np.arange(4, dtype=np.uint8)
+    save_splits({split: (images, labels) for split in ("train", "validation", "test")}, data / "prepared")
+    (data / "fable.txt").write_text("long ago , the mice had a general council\n")
+    (data / "fable.json").write_text(json.dumps({"ceiling": 1.0}))
+    raw["paths"]["mnist"]["prepared"] = str(data / "prepared")
+    raw["paths"]["fable"].update(raw=str(data / "fable.txt"), vocabulary=str(data / "fable.json"))
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _params(path: Path):
+    return parse_params(yaml.safe_load(path.read_text()), source=str(path))
+
+
+def test_prepared_data_is_all_a_run_without_repro_needs(prepared):
+    assert missing_prerequisites(_params(prepared), skip=["repro"], environ={}) == []
+
+
+def test_missing_data_stops_the_benchmark_before_any_work(prepared, tmp_path):
+    (tmp_path / "data" / "prepared" / "x_test.npy").unlink()
+    (tmp_path / "data" / "fable.json").unlink()
+    output = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "bench.benchmark", "--params", str(prepared), "--skip", "repro",
+                           "--output", str(output)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert lines == [
+        f"bench: cannot start: {tmp_path}/data/prepared: the prepared MNIST split(s) test cannot be read "
+        f"(No such file or directory: {tmp_path}/data/prepared/x_test.npy): run `dvc repro` first",
+        f"bench: cannot start: {tmp_path}/data/fable.json: cannot read: No such file or directory: "
+        "run `dvc repro` first, or --skip fable",
+    ]
+    assert not output.exists()  # nothing measured, nothing written
+
+
+def test_the_fable_is_not_needed_when_its_phase_is_skipped(prepared, tmp_path):
+    (tmp_path / "data" / "fable.json").unlink()
+    assert missing_prerequisites(_params(prepared), skip=["fable", "repro"], environ={}) == []
+
+
+def test_without_a_mirror_or_a_reachable_source_the_repro_phase_refuses_up_front(prepared, http_server, mirror):
+    # params.yaml's sources on a loopback server that has none of the files (404): as offline without a mirror
+    raw = yaml.safe_load(prepared.read_text())
+    raw["data"]["mnist"]["mirrors"] = [f"{http_server.base_url}/mnist/"]
+    raw["data"]["fable"]["url"] = f"{http_server.base_url}/fable/belling_the_cat.txt"
+    params = parse_params(raw)
+    root = Path(__file__).resolve().parents[1]
+    (problem,) = missing_prerequisites(params, skip=[], environ={}, source=root)
+    assert problem.startswith("the full-repro phase's fresh clone fetches the data, and no source answers for "
+                              "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+                              f"t10k-labels-idx1-ubyte, fable.txt ({http_server.base_url}/mnist/"
+                              "train-images-idx3-ubyte.gz: HTTP 404 Not Found): set PIPELINE_MIRROR to ")
+    assert problem.endswith("or leave the phase out with --skip repro")
+    assert http_server.hits == ["/mnist/train-images-idx3-ubyte.gz", "/mnist/train-labels-idx1-ubyte.gz",
+                                "/mnist/t10k-images-idx3-ubyte.gz", "/mnist/t10k-labels-idx1-ubyte.gz",
+                                "/fable/belling_the_cat.txt"]
+    assert missing_prerequisites(params, skip=["repro"], environ={}, source=root) == []
+    assert missing_prerequisites(params, skip=[], environ={"PIPELINE_MIRROR": str(mirror)}, source=root) == []
+
+
+def test_an_unreachable_host_is_asked_once(prepared):
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on: connection refused
+        closed.bind(("127.0.0.1", 0))
+        base = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    raw = yaml.safe_load(prepared.read_text())
+    raw["data"]["mnist"]["mirrors"] = [f"{base}/mnist/"]
+    raw["data"]["fable"]["url"] = f"{base}/fable/belling_the_cat.txt"
+    unreachable = benchmark.unreachable_data(parse_params(raw), None, timeout=5.0)
+    assert len(unreachable) == 5 and all("cannot connect: " in why for why in unreachable.values())
+
+
+def test_the_last_commit_is_needed_for_the_repro_phase(prepared, tmp_path, mirror):
+    empty = tmp_path / "repository"
+    empty.mkdir()
+    subprocess.run(["git", "init", "-q", str(empty)], check=True)
+    (problem,) = missing_prerequisites(_params(prepared), skip=[], environ={"PIPELINE_MIRROR": str(mirror)}, source=empty)
+    assert problem == (f"the full-repro phase clones the last commit of {empty}, which has none (not a git "
+                       "repository?): commit first, or leave the phase out with --skip repro")
+
+
+def test_a_relative_mirror_is_resolved_for_the_clone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    environment = clone_environment({"PIPELINE_MIRROR": "../shared/mirror", "HOME": "/home/x"})
+    assert environment == {"PIPELINE_MIRROR": str(tmp_path.parent / "shared" / "mirror"), "HOME": "/home/x"}
+    assert clone_environment({"PIPELINE_MIRROR": "https://example.invalid/m"})["PIPELINE_MIRROR"] == "https://example.invalid/m"
+
+
+def test_each_phase_is_written_before_the_next_runs_and_a_failure_keeps_them(tmp_path, capsys):
+    output = tmp_path / "out" / "bench.json"
+    on_disk_when_fable_ran: list[dict] = []
+    dvc = {"pipeline_no_op_repro_s": 0.7, "dvc_floor_no_op_repro_s": 0.5, "ratio": 1.4, "pipeline_was_up_to_date": True}
+
+    def fable() -> dict:
+        on_disk_when_fable_ran.append(json.loads(output.read_text()))
+        raise RuntimeError("worker fable failed (1):\nTraceback ...")
+
+    repro = {"wall_s": 170.4, "peak_rss_mb": {"train mnist": 900.0}, "mnist_test_accuracy": 0.99, "fable_accuracy": 0.99,
+             "fable_ceiling": 0.99, "outputs_match_committed_dvc_lock": True}
+    results = run_phases([Phase("dvc", "no-op", lambda: dvc, lambda d: f"{d['ratio']}×"),
+                          Phase("fable", "to its ceiling", fable, lambda f: "never"),
+                          Phase("repro", "from empty", lambda: repro, lambda r: "done")], output)
+    assert on_disk_when_fable_ran == [{"dvc": dvc, "table": "no-op dvc repro 0.70 s vs DVC floor 0.50 s (1.40×)\n"}]
+    written = json.loads(output.read_text())
+    assert written["dvc"] == dvc and written["repro"] == repro  # the phase after the failure still ran
+    assert written["fable"] == {"error": "RuntimeError: worker fable failed (1):\nTraceback ..."} == results["fable"]
+    assert "\nfable: failed: RuntimeError: worker fable failed (1):\nfull dvc repro from empty: 2 min 50 s;" in written["table"]
+    assert benchmark.failed(results) == ["fable"]
+    progress = capsys.readouterr().err.splitlines()
+    assert progress[0:2] == ["bench: dvc (no-op) ...", "bench: dvc done in 0 s: 1.4×"]
+    assert progress[2:4] == ["bench: fable (to its ceiling) ...",
+                             "bench: fable failed after 0 s: RuntimeError: worker fable failed (1):"]
+    assert progress[-1] == "bench: repro done in 0 s: done"
+
+
+def test_a_failed_phase_ends_the_run_with_status_1_after_writing(prepared, tmp_path, monkeypatch, capsys):
+    implementations = {"pipeline portable": _implementation(6_000, 20_000), "pipeline native": _implementation(9_000, 25_000)}
+    measured = _results(implementations, [])["throughput"]
+    monkeypatch.setattr(benchmark, "throughput", lambda *args: measured)
+
+    def one_shot(kind: str, arguments: list[str]) -> dict:
+        raise RuntimeError(f"benchmark worker {kind} failed (1):\nMemoryError")
+
+    monkeypatch.setattr(benchmark, "one_shot", one_shot)
+    output = tmp_path / "bench.json"
+    with pytest.raises(SystemExit) as exit_status:
+        benchmark.main(["--params", str(prepared), "--skip", "dvc", "fable", "repro", "--repeats", "3",
+                        "--output", str(output)])
+    assert exit_status.value.code == 1
+    written = json.loads(output.read_text())
+    assert written["throughput"] == measured
+    assert written["profile"] == {"error": "RuntimeError: benchmark worker profile failed (1):\nMemoryError"}
+    assert written["table"].startswith("| implementation |") and "\nprofile: failed: RuntimeError: " in written["table"]
+    captured = capsys.readouterr()
+    assert captured.out == written["table"]
+    progress = [line for line in captured.err.splitlines() if not line.startswith("bench: note: ")]
+    measured_names = "portable, native" + (", PyTorch" if HAS_TORCH else "")
+    assert progress == [
+        f"bench: throughput ({measured_names}; 3 round(s) each, in turns) ...",
+        "bench: throughput done in 0 s: portable 6,000, native 9,000 train samples/s",
+        "bench: profile (one training step of batch 256 and one inference batch, portable) ...",
+        "bench: profile failed after 0 s: RuntimeError: benchmark worker profile failed (1):",
+        "MemoryError",
+        f"bench: figures in {output}",
+        f"bench: failed: profile (their errors are in {output})",
+    ]
+
+
 # torch is the benchmark's own install (make bench), not in requirements.txt: where it is missing (as in CI)
 # the same run measures both modes and says PyTorch was not measured.
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -85,9 +253,13 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 @pytest.mark.slow
 def test_quick_benchmark_measures_both_modes_and_pytorch(trained_project, tmp_path):
     output = tmp_path / "bench.json"
-    trained_project.python("-m", "bench.benchmark", "--skip", "dvc", "fable", "repro", "--repeats", "1",
-                           "--train-batches", "3", "--eval-samples", "200", "--output", str(output))
+    done = trained_project.python("-m", "bench.benchmark", "--skip", "dvc", "fable", "repro", "--repeats", "1",
+                                  "--train-batches", "3", "--eval-samples", "200", "--output", str(output))
     results = json.loads(output.read_text())
+    progress = [line for line in done.stderr.splitlines() if line.startswith("bench: ")]  # each phase as it runs
+    assert [line.split(" (")[0].split(" done in ")[0] for line in progress if not line.startswith("bench: note")] == [
+        "bench: throughput", "bench: throughput", "bench: profile", "bench: profile", f"bench: figures in {output}"]
+    assert " train samples/s" in progress[-4] and " ms, inference batch " in progress[-2]
     t = results["throughput"]
     # The shrunken project: 300 training images in batches of 64 -> 5 steps an epoch, all in one execution;
     # the first execution is not timed, then 3 batches asked for -> one whole execution of 5.
@@ -130,6 +302,9 @@ def test_benchmark_without_torch_runs_every_part(trained_copy, tmp_path):
     results = json.loads((trained_copy.root / "bench.json").read_text())
     t = results["throughput"]
     assert set(t["implementations"]) == {"pipeline portable"} and t["ratios"] == {}
+    # The fable trained through the train stage's own loop, its history and checkpoint in a scratch directory
+    assert "up to date" in trained_copy.dvc("status").stdout
+    assert not (trained_copy.root / "checkpoints" / "fable.npz").exists()
     assert "hidden for the test" in t["torch"] and "/ PyTorch" not in results["table"]
     assert 0 < t["implementations"]["pipeline portable"]["train_fraction_of_gemm_limit"]
     assert results["dvc"]["pipeline_was_up_to_date"] is True and results["dvc"]["ratio"] > 0
