@@ -1,0 +1,35 @@
+// Deterministic (CPU-independent) float32 GEMM kernel.
+//
+// C[i,j] = sum_{k=0..K-1} opA(A)[i,k] * opB(B)[k,j], computed for EVERY output
+// element as one in-order fused-multiply-add chain:
+//     acc = +0.0f;  for k in 0..K-1:  acc = fma(a[i,k], b[k,j], acc);
+// Vectorisation is across output columns j only (each SIMD lane is one
+// independent chain) and register blocking is over i and j only, so the
+// AVX-512F, AVX2+FMA and scalar (std::fma) paths produce identical bits.
+// K may be blocked for cache reasons, but the accumulator is carried through
+// memory (float32 store/reload is exact) so the chain order is unchanged.
+//
+// No TensorFlow dependency: used both by the TF op (detgemm_op.cc) and by the
+// plain C ABI library (detgemm_capi.cc, for ctypes / qemu testing).
+#pragma once
+#include <cstdint>
+
+namespace detgemm {
+
+enum Isa : int { kAuto = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3 };
+
+// Which ISA "auto" resolves to on this CPU (env DETGEMM_ISA=scalar|avx2|avx512
+// overrides auto, for testing; a forced ISA the CPU lacks falls back down).
+Isa ResolveIsa(Isa requested);
+const char* IsaName(Isa isa);
+
+// Row-major A, B, C with leading dimensions (elements).
+//  transpose_a=false: A is M x K (lda >= K); true: A is K x M (lda >= M)
+//  transpose_b=false: B is K x N (ldb >= N); true: B is N x K (ldb >= K)
+//  C is M x N (ldc >= N). C is overwritten (no beta).
+// Returns the ISA actually used.
+Isa Gemm(Isa isa, bool transpose_a, bool transpose_b, int64_t M, int64_t N,
+         int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+         float* C, int64_t ldc);
+
+}  // namespace detgemm
