@@ -62,7 +62,7 @@ from pipeline.config import Params, ParamsError, load_params, parse_params
 from pipeline.errors import PipelineError
 from pipeline.fetch import MIRROR_ENV
 from pipeline.files import write_json
-from pipeline.stage import debugging, run_stage
+from pipeline.stage import debugging, duration, run_stage
 from pipeline.tasks import Examples, TrainingData
 
 MODES = ("portable", "native")
@@ -282,8 +282,8 @@ class Ours:
     """
 
     def __init__(self, params: Params, train_batches: int, eval_samples: int):
-        from pipeline.mnist import TASK
         from pipeline.inference import INFERENCE_BATCH, logits_function
+        from pipeline.mnist import TASK
         from pipeline.splits import load_split
         from pipeline.training import compiled_model, epoch_batches
 
@@ -614,8 +614,8 @@ def step_profile(params: Params, batch: int, repeats: int) -> dict:
     import keras
     import tensorflow as tf
 
-    from pipeline.mnist import TASK
     from pipeline.inference import INFERENCE_BATCH
+    from pipeline.mnist import TASK
     from pipeline.splits import load_split
     from pipeline.training import compiled_model
 
@@ -832,12 +832,6 @@ class Phase:
 def say(line: str) -> None:
     """A progress line on stderr (stdout gets the table), shown at once even through a pipe."""
     print(f"bench: {line}", file=sys.stderr, flush=True)
-
-
-def duration(seconds: float) -> str:
-    """``42 s``, ``3 min 05 s``: pipeline.training.duration's format (that module imports TensorFlow, this one must not)."""
-    seconds = round(seconds)
-    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"
 
 
 def run_phases(phases: Sequence[Phase], output: str | Path) -> dict:

@@ -29,9 +29,9 @@ def load_mnist_files(raw_directory: Path, params: Params) -> dict[str, tuple[np.
     parts = {"train": (files.train_images, files.train_labels), "test": (files.test_images, files.test_labels)}
     arrays = {}
     for part, (images_file, labels_file) in parts.items():
-        images = parse_images(read_input(raw_directory / images_file.name, IdxError), str(raw_directory / images_file.name))
-        labels = parse_labels(read_input(raw_directory / labels_file.name, IdxError), str(raw_directory / labels_file.name),
-                              MNIST_CLASSES)
+        images_path, labels_path = raw_directory / images_file.name, raw_directory / labels_file.name
+        images = parse_images(read_input(images_path, IdxError), str(images_path))
+        labels = parse_labels(read_input(labels_path, IdxError), str(labels_path), MNIST_CLASSES)
         if len(images) != len(labels):
             raise IdxError(
                 f"{raw_directory}: {images_file.name} has {len(images)} images "

@@ -145,10 +145,10 @@ def packaging(task: str, model_path: Path, params: Any) -> Packaging:
                 inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 28, 28))]),
                 outputs=Schema([ColSpec("long", "digit"), ColSpec(Array("double"), "probabilities")])),
         )
-    from pipeline.text import detokenize, load_vocabulary, read_text, tokenize  # noqa: PLC0415
+    from pipeline.fable import text_tokens  # noqa: PLC0415
+    from pipeline.text import detokenize  # noqa: PLC0415
 
-    vocabulary = load_vocabulary(params.paths.fable.vocabulary)
-    tokens = tokenize(read_text(params.paths.fable.raw), vocabulary["tokens"])
+    tokens, vocabulary = text_tokens(params)
     n = training.n_input
     example = [detokenize(tokens[:n], vocabulary["tokens"]), detokenize(tokens[n:2 * n], vocabulary["tokens"])]
     return Packaging(

@@ -33,6 +33,17 @@ def stage_parser(module: str, doc: str) -> argparse.ArgumentParser:
     return parser
 
 
+def duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``: what a person reads at a glance (progress lines,
+    the benchmark's phases)."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
 @contextlib.contextmanager
 def run_stage(name: str) -> Iterator[None]:
     """Turn an error into one line on stderr and exit status 1, without a traceback (unless debugging).

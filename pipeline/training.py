@@ -26,6 +26,7 @@ from pipeline.files import write_bytes
 from pipeline.inference import INFERENCE_BATCH
 from pipeline.model import seed_everything
 from pipeline.saving import save_model
+from pipeline.stage import duration
 from pipeline.tasks import Examples, Task, TrainingData
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
@@ -87,16 +88,6 @@ class Progress(keras.callbacks.Callback):
         left = self.epochs - (epoch + 1)
         timing = f"{duration(per_epoch)}" + (f"; about {duration(per_epoch * left)} left" if left else "")
         print(f"{self.name} epoch {epoch + 1}/{self.epochs}: {figures} ({timing})", flush=True)
-
-
-def duration(seconds: float) -> str:
-    """``42 s``, ``3 min 05 s``, ``1 h 02 min``: what a person reads at a glance."""
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def steps_per_execution(steps_per_epoch: int, at_most: int) -> int:

@@ -13,8 +13,18 @@ import pytest
 import yaml
 
 import bench.benchmark as benchmark
-from bench.benchmark import (TORCH_MISSING, Phase, clone_environment, lstm_train_flops, missing_prerequisites,
-                             mode_params, ratios, run_phases, table, timed_span)
+from bench.benchmark import (
+    TORCH_MISSING,
+    Phase,
+    clone_environment,
+    lstm_train_flops,
+    missing_prerequisites,
+    mode_params,
+    ratios,
+    run_phases,
+    table,
+    timed_span,
+)
 from pipeline.config import ParamsError, parse_params
 from pipeline.splits import save_splits
 

@@ -1,4 +1,4 @@
-"""Every entry point fails like a tool: one line and exit status 1; the traceback only when debugging."""
+"""Every entry point fails like a tool: one line and exit status 1; the traceback only when debugging. Durations as people read them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.stage import DEBUG_ENV, run_stage, stage_parser
+from pipeline.stage import DEBUG_ENV, duration, run_stage, stage_parser
 
 
 def fail(error: Exception) -> None:
@@ -42,3 +42,8 @@ def test_the_debug_option_is_the_environment_variable(monkeypatch):
     monkeypatch.delenv(DEBUG_ENV, raising=False)
     stage_parser("pipeline.demo", "Demo.").parse_args(["--debug"])
     assert os.environ[DEBUG_ENV] == "1"
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0.4, "0 s"), (42, "42 s"), (185, "3 min 05 s"), (3720, "1 h 02 min")])
+def test_durations_read_at_a_glance(seconds, text):
+    assert duration(seconds) == text

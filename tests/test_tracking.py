@@ -12,7 +12,6 @@ from pathlib import Path
 import mlflow
 import mlflow.artifacts
 import mlflow.models
-import numpy as np
 import pytest
 from conftest import Route
 from mlflow.tracking import MlflowClient

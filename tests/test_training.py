@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
-from pipeline.training import Progress, duration, steps_per_execution
-
-
-@pytest.mark.parametrize(("seconds", "text"), [(0.4, "0 s"), (42, "42 s"), (185, "3 min 05 s"), (3720, "1 h 02 min")])
-def test_durations_read_at_a_glance(seconds, text):
-    assert duration(seconds) == text
+from pipeline.training import Progress, steps_per_execution
 
 
 def test_each_epoch_prints_its_figures_and_the_time_left(capsys):
