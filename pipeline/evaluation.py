@@ -27,8 +27,8 @@ def run(task: Task, params: Params) -> None:
     """The evaluate stage's work: metrics and reports of the workspace model, into DVC's files and MLflow."""
     paths = params.paths_of(task.name)
     require_model(paths.model)
-    with tracking.evaluation_run(task, params, Path(paths.model)):
+    with tracking.evaluation_run(task, params, Path(paths.model)) as run_id:
         evaluation = evaluate(task, params)
         write_evaluation(evaluation, paths.metrics)
-        tracking.log_evaluation(evaluation)
+        tracking.log_evaluation(task, params, evaluation, run_id)
     print(f"evaluate {task.name}: " + ", ".join(f"{k} = {v}" for k, v in evaluation.metrics.items()))

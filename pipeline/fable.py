@@ -14,7 +14,7 @@ import numpy as np
 from pipeline.config import Params
 from pipeline.inference import logits_function, logits_loss
 from pipeline.model import recurrent_classifier
-from pipeline.tasks import Evaluation, Examples, Task, TrainingData
+from pipeline.tasks import Dataset, Evaluation, Examples, Task, TrainingData
 from pipeline.text import detokenize, load_vocabulary, prompt_tokens, read_text, tokenize
 
 
@@ -102,5 +102,7 @@ TASK = Task(
     build_model=build_model,
     evaluate=evaluate,
     input_paths=lambda params: {"text": params.paths.fable.raw, "vocabulary": params.paths.fable.vocabulary},
+    # Trained and judged on the one text.
+    datasets=lambda params: [Dataset("fable", "training", (params.paths.fable.raw,), params.data.fable.url)],
     extra_artifacts=lambda params: [params.paths.fable.vocabulary],
 )

@@ -15,8 +15,8 @@ from pipeline.config import MNIST_CLASSES, Params
 from pipeline.inference import logits_function, logits_loss
 from pipeline.model import recurrent_classifier
 from pipeline.reports import confusion_matrix
-from pipeline.splits import load_split
-from pipeline.tasks import Evaluation, Examples, Task, TrainingData
+from pipeline.splits import load_split, split_files
+from pipeline.tasks import Dataset, Evaluation, Examples, Task, TrainingData
 
 # The seed's own figure was the accuracy on the first 128 test images only.
 SEED_REPORTED_IMAGES = 128
@@ -71,10 +71,21 @@ def confusion_csv(actual: np.ndarray, predicted: np.ndarray) -> bytes:
     return text.getvalue().encode()
 
 
+def datasets(params: Params) -> list[Dataset]:
+    """The three splits, each named by the file of params.yaml's first mirror it was cut from."""
+    mnist = params.data.mnist
+    origin = {"train": mnist.files.train_images.name, "validation": mnist.files.train_images.name,
+              "test": mnist.files.test_images.name}
+    contexts = {"train": "training", "validation": "validation", "test": "testing"}
+    return [Dataset(f"mnist-{split}", contexts[split], tuple(map(str, split_files(params.paths.mnist.prepared, split))),
+                    f"{mnist.mirrors[0]}{origin[split]}.gz") for split in contexts]
+
+
 TASK = Task(
     name="mnist",
     load_training_data=load_training_data,
     build_model=build_model,
     evaluate=evaluate,
     input_paths=lambda params: {"prepared": params.paths.mnist.prepared},
+    datasets=datasets,
 )

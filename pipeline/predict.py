@@ -2,7 +2,8 @@
 
 Run::
 
-    python -m pipeline.predict some-digit.png
+    python -m pipeline.predict some-digit.png                                # the workspace's model
+    python -m pipeline.predict some-digit.png --model models:/mnist@champion  # any MLflow model URI
 
 Any image Pillow reads; it is converted to grayscale and resized to the model's 28×28. MNIST digits
 are light on a dark background, so an image that is mostly light (dark ink on paper) is inverted.
@@ -59,13 +60,30 @@ def predict_digit(model: keras.Model, pixels: np.ndarray) -> tuple[int, float]:
     return digit, float(probabilities[digit])
 
 
+def predict_with_mlflow(uri: str, image: Image.Image) -> tuple[int, float]:
+    """The most probable digit and its probability from the MLflow model at ``uri`` (pipeline.serving's)."""
+    from pipeline import tracking  # noqa: PLC0415 - MLflow only for --model
+
+    model = tracking.load_model_uri(uri, answers="digit")
+    shape = tuple(model.metadata.signature.inputs.inputs[0].shape[1:])
+    answer = model.predict(digit_pixels(image, shape)[None])
+    digit = int(answer["digit"][0])
+    return digit, float(answer["probabilities"][0][digit])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = stage_parser("pipeline.predict", __doc__)
     parser.add_argument("image")
+    parser.add_argument("--model", metavar="URI", help="an MLflow model URI, e.g. models:/mnist@champion or "
+                        "runs:/<run id>/model (default: the workspace's model, paths.mnist.model)")
     args = parser.parse_args(argv)
     with run_stage("predict"):
         params = load_params(args.params)
         image = open_grayscale(args.image)
+        if args.model:
+            digit, probability = predict_with_mlflow(args.model, image)
+            print(f"{digit} (probability {probability:.4f})")
+            return
         pin_for(params, "mnist", "predict")  # the arithmetic of the evaluate stage
         from pipeline.saving import load_model  # noqa: PLC0415 - TensorFlow loads here, after its kernels are pinned
 

@@ -8,8 +8,9 @@ Each training run logs its model as an MLflow ``pyfunc`` model that carries ever
 - ``mnist``: raw images, shape (N, 28, 28), pixel values 0-255 (uint8 or int) -> per image the
   ``digit`` and its 10 class ``probabilities``: the predictions of the evaluate stage.
 - ``fable``: prompts (strings of ``fable.n_input`` tokens of the story's vocabulary) -> per prompt the
-  ``story``: the ``fable.story_words`` tokens that follow, joined as the story's tokens are (spaces
-  between words, nothing between characters). Unknown tokens fail with a message naming them.
+  ``story``: the ``fable.story_words`` tokens that follow (or the request's ``story_words`` param),
+  joined as the story's tokens are (spaces between words, nothing between characters). Unknown tokens
+  fail with a message naming them. Its ``model_config`` holds the token kind and the stage's prompt.
 
 When TensorFlow is not loaded yet in the process that loads the model, its kernels and threads are
 pinned as the training's ``numerics`` (pipeline.numerics), so the model computes what the evaluate
@@ -105,14 +106,17 @@ class StoryTeller(mlflow.pyfunc.PythonModel):
         self.n_input, self.words = context.model_config["n_input"], context.model_config["story_words"]
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201 - MLflow reads type hints as a schema
-        return pd.DataFrame({"story": [self.tell(str(prompt)) for prompt in _column(model_input, "prompt")]})
+        words = int((params or {}).get("story_words", self.words))
+        if words < 0:
+            raise ServingError(f"story_words must be 0 or more, got {words}")
+        return pd.DataFrame({"story": [self.tell(str(prompt), words) for prompt in _column(model_input, "prompt")]})
 
-    def tell(self, prompt: str) -> str:
+    def tell(self, prompt: str, words: int) -> str:
         from pipeline.fable import generate  # noqa: PLC0415
         from pipeline.text import detokenize, prompt_tokens  # noqa: PLC0415
 
         start = prompt_tokens(prompt, [], self.vocabulary, self.n_input, "the model's vocabulary")
-        story = generate(self.model, self.vocabulary, start, self.words)
+        story = generate(self.model, self.vocabulary, start, words)
         return detokenize(story[self.n_input:], self.vocabulary["tokens"])
 
 
@@ -130,7 +134,7 @@ class Packaging:
 def packaging(task: str, model_path: Path, params: Any) -> Packaging:
     """How the model of ``task`` at ``model_path`` travels; its input example is two real inputs."""
     from mlflow.models import ModelSignature  # noqa: PLC0415
-    from mlflow.types.schema import Array, ColSpec, Schema, TensorSpec  # noqa: PLC0415
+    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec  # noqa: PLC0415
 
     training = params.training(task)
     config = {"numerics_mode": params.numerics.mode, "parallel_slices": training.parallel_slices,
@@ -154,11 +158,13 @@ def packaging(task: str, model_path: Path, params: Any) -> Packaging:
     return Packaging(
         python_model=StoryTeller(),
         artifacts={"model": str(model_path), "vocabulary": str(params.paths.fable.vocabulary)},
-        model_config={**config, "n_input": training.n_input, "story_words": training.story_words},
+        model_config={**config, "n_input": training.n_input, "story_words": training.story_words,
+                      "tokens": vocabulary["tokens"], "prompt": training.prompt or example[0]},
         input_example=example,
         # One unnamed string column: a plain list of prompts is a valid request.
         signature=ModelSignature(inputs=Schema([ColSpec("string")]),
-                                 outputs=Schema([ColSpec("string", "story")])),
+                                 outputs=Schema([ColSpec("string", "story")]),
+                                 params=ParamSchema([ParamSpec("story_words", "long", training.story_words)])),
     )
 
 

@@ -23,8 +23,12 @@ def save_splits(splits: dict[str, tuple[np.ndarray, np.ndarray]], directory: Pat
             write_bytes(directory / f"{prefix}_{name}.npy", buffer.getvalue())
 
 
+def split_files(directory: str | Path, name: str) -> tuple[Path, Path]:
+    """The images' and the labels' file of one split."""
+    return Path(directory) / f"x_{name}.npy", Path(directory) / f"y_{name}.npy"
+
+
 def load_split(directory: str | Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(images, labels) of one split written by this stage."""
-    directory = Path(directory)
-    return (np.load(directory / f"x_{name}.npy", allow_pickle=False),
-            np.load(directory / f"y_{name}.npy", allow_pickle=False))
+    images, labels = split_files(directory, name)
+    return np.load(images, allow_pickle=False), np.load(labels, allow_pickle=False)

@@ -54,6 +54,16 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class Dataset:
+    """A dataset a model is trained, validated or tested on, as MLflow's Dataset column shows it."""
+
+    name: str  # e.g. mnist-train
+    context: str  # training, validation or testing
+    files: tuple[str, ...]  # its bytes: their sha256 is its digest
+    source: str  # where the data comes from (params.yaml's URL)
+
+
+@dataclass(frozen=True)
 class Task:
     name: str
     load_training_data: Callable[[Params], TrainingData]
@@ -61,6 +71,8 @@ class Task:
     evaluate: Callable[[Params, keras.Model], Evaluation]
     # The files training reads, by name: their digests tag each MLflow run.
     input_paths: Callable[[Params], dict[str, str]]
+    # What it is trained, validated and tested on (MLflow's Dataset column).
+    datasets: Callable[[Params], list[Dataset]]
     # Files logged with the run besides the model and its history (the fable's vocabulary).
     extra_artifacts: Callable[[Params], list[str]] = lambda params: []
 

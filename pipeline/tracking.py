@@ -7,15 +7,24 @@ at the project root with artifacts in ``mlruns/`` beside it. The root is found e
 stage inside ``.dvc/tmp/exps/…`` (``dvc exp run --temp`` and ``--queue``), so every experiment lands in
 the same store that ``mlflow ui`` shows.
 
-The train stage opens the run (params, per-epoch metrics, model, provenance tags) and tags it with the
-sha256 of the saved model file. The evaluate stage reopens the newest run with that tag to add test
-metrics and reports: no run id ever enters a DVC-tracked file, so outputs stay byte-reproducible.
+The train stage opens the run (params, per-epoch metrics, system metrics, its datasets, the model,
+provenance tags) and tags it with the sha256 of the saved model file. The evaluate stage reopens the newest
+run with that tag to add test metrics and reports: no run id ever enters a DVC-tracked file, so outputs
+stay byte-reproducible. When DVC skips the evaluate stage because the model's bytes were evaluated before
+(a resume that ended on the same bytes, ``dvc repro -f``), the train stage copies that evaluation's
+metrics into its run and says which run they come from.
+
+Every evaluated run becomes a version of the registered model named after its task (``mnist``,
+``fable``): alias ``champion`` on the best by test accuracy, moved only when a new version beats it (a tie
+keeps the older); ``@latest``, the newest version, MLflow resolves itself (a reserved alias name).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -26,11 +35,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import keras
 import mlflow
 import mlflow.pyfunc
 from filelock import FileLock
 from mlflow.entities import RunStatus
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline import numerics
@@ -38,7 +48,7 @@ from pipeline.config import Params
 from pipeline.errors import PipelineError
 from pipeline.files import file_digest, json_digest
 from pipeline.reports import training_curves
-from pipeline.tasks import Evaluation, Task
+from pipeline.tasks import Dataset, Evaluation, Task
 
 STORE_FILE = "mlflow.db"
 ARTIFACTS_DIRECTORY = "mlruns"  # where MLflow itself puts them beside mlflow.db
@@ -46,6 +56,10 @@ MODEL_DIGEST_TAG = "pipeline.model_sha256"
 RESUMES_TAG = "pipeline.resumes_run"  # the interrupted run whose checkpoint a run continued from
 RESUMED_AFTER_TAG = "pipeline.resumed_after_epoch"
 HOST_TAG, PID_TAG = "pipeline.host", "pipeline.pid"  # who runs it: to close runs a killed process left open
+TEST_METRICS_TAG = "pipeline.test_metrics"  # the names of the evaluation's metrics in the run (a JSON list)
+EVALUATED_BY_TAG = "pipeline.test_metrics_from"  # the run whose evaluate stage measured them
+CHAMPION = "champion"  # the registered models' alias of the best version (MLflow resolves @latest itself)
+DIGEST_LENGTH = 36  # MLflow stores a dataset digest in 36 characters: the first 36 hex digits of the sha256
 # Code and configuration whose changes make a run's commit not the whole story ("dirty").
 _SOURCE_PATHS = ("pipeline", "params.yaml", "dvc.yaml", "requirements.txt")
 
@@ -66,6 +80,25 @@ def tracking_uri(environ: Mapping[str, str] = os.environ) -> str:
 
 class TrackingError(PipelineError):
     """The tracking store cannot be reached."""
+
+
+def load_model_uri(uri: str, answers: str) -> mlflow.pyfunc.PyFuncModel:
+    """The MLflow model at ``uri`` (``models:/mnist@champion``, ``runs:/<run id>/model``, a directory), from
+    this project's store (:func:`tracking_uri`), whose signature has the output column ``answers``; one line
+    naming the URI when it cannot be loaded or is another kind of model."""
+    store = tracking_uri()
+    require_server(store)
+    mlflow.set_tracking_uri(store)
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as error:
+        lines = str(getattr(error, "message", error)).strip().splitlines()
+        raise TrackingError(f"model {uri} (store {store}): {lines[0] if lines else type(error).__name__}") from None
+    signature = model.metadata.signature
+    outputs = signature.outputs.input_names() if signature else []
+    if answers not in outputs:
+        raise TrackingError(f"model {uri}: it answers {outputs or 'without a signature'}, not {answers!r}")
+    return model
 
 
 def require_server(uri: str, timeout: float = 10.0) -> None:
@@ -94,16 +127,23 @@ def experiment_id(name: str, environ: Mapping[str, str] = os.environ) -> str:
     require_server(uri)
     mlflow.set_tracking_uri(uri)
     root = project_root(environ)
-    # Any SQLite store, the default one or one named by MLFLOW_TRACKING_URI, is created under a lock beside it.
-    database = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-    lock = FileLock(str(database.with_name(f".{database.name}.lock"))) if database else contextlib.nullcontext()
-    with lock:
+    with store_lock():
         client = MlflowClient()
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
         location = (root / ARTIFACTS_DIRECTORY / name).as_uri() if local else None
         return client.create_experiment(name, artifact_location=location)
+
+
+def store_lock() -> contextlib.AbstractContextManager:
+    """For a SQLite store (the default one or one named by MLFLOW_TRACKING_URI), a file lock beside it; else
+    nothing. Parallel queue workers take it to create the store, an experiment or a registry version."""
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    database = Path(uri.removeprefix("sqlite:///"))
+    return FileLock(str(database.with_name(f".{database.name}.lock")))
 
 
 def flatten(value: Any, prefix: str) -> dict[str, Any]:
@@ -189,13 +229,6 @@ def run_params(params: Params, task: str) -> dict[str, Any]:
     }
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Per-epoch ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy`` to the active run (step = epoch)."""
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        log_history([{"epoch": epoch + 1, **(logs or {})}])
-
-
 def log_resumed(rows: Sequence[Mapping[str, float]], epoch: int) -> None:
     """A resumed run: the epochs its checkpoint holds (logged by the killed attempt too), and where it resumed."""
     log_history(rows)
@@ -257,11 +290,39 @@ def training_run(task: Task, params: Params, resumes: str | None = None) -> Iter
     exp_name = os.environ.get("DVC_EXP_NAME")
     description = (f"{task.name} model trained by `dvc repro`. Restore its code, params and data with: "
                    f"{tags.get('restore', 'dvc checkout')}")
-    run = mlflow.start_run(experiment_id=experiment, run_name=exp_name or None, tags=tags, description=description)
+    # CPU and memory while it trains, every $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (MLflow's, 10 s).
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    run = mlflow.start_run(experiment_id=experiment, run_name=exp_name or None, tags=tags, description=description,
+                           log_system_metrics=True)
     with run_status_on_exit():
         mlflow.log_params(flat)
+        log_datasets([dataset for dataset in task.datasets(params) if dataset.context != "testing"])
         yield run.info.run_id
         mlflow.end_run()
+
+
+def dataset_digest(files: Sequence[str | Path]) -> str:
+    """The sha256 of the files' bytes one after the other (of one file: what ``sha256sum`` prints), cut to
+    the :data:`DIGEST_LENGTH` characters MLflow keeps."""
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:DIGEST_LENGTH]
+
+
+def log_datasets(datasets: Sequence[Dataset]) -> Any:
+    """Each dataset as an input of the active run (the runs table's Dataset column); the last one returned."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source  # noqa: PLC0415
+    from mlflow.data.meta_dataset import MetaDataset  # noqa: PLC0415
+
+    logged = None
+    for dataset in datasets:
+        logged = MetaDataset(resolve_dataset_source(dataset.source), name=dataset.name,
+                             digest=dataset_digest(dataset.files))
+        mlflow.log_input(logged, context=dataset.context)
+    return logged
 
 
 def log_trained_model(task: Task, params: Params, model_path: Path, history_path: Path,
@@ -292,14 +353,16 @@ def log_trained_model(task: Task, params: Params, model_path: Path, history_path
 def evaluation_run(task: Task, params: Params, model_path: Path) -> Iterator[str]:
     """Reopen the run that trained the model at ``model_path`` (found by its sha256); yield its id.
 
-    A model trained outside this store (pulled from a DVC remote, say) gets a run of its own.
+    A model trained outside this store (pulled from a DVC remote, say) gets a run of its own, with the model.
     """
     experiment = experiment_id(task.name)
     digest = file_digest(model_path)
     run_id = find_run_by_model(experiment, digest)
     if run_id is None:
         with training_run(task, params) as run_id:
-            mlflow.set_tags({MODEL_DIGEST_TAG: digest, "pipeline.note": "model trained outside this MLflow store"})
+            mlflow.set_tag("pipeline.note", "model trained outside this MLflow store")
+            paths = params.paths_of(task.name)
+            log_trained_model(task, params, model_path, Path(paths.history), task.extra_artifacts(params))
     mlflow.start_run(run_id=run_id)
     # RUNNING again, now on behalf of this process: if it dies, the next attempt closes the run.
     mlflow.set_tags(_owner_tags())
@@ -308,16 +371,112 @@ def evaluation_run(task: Task, params: Params, model_path: Path) -> Iterator[str
         mlflow.end_run()
 
 
-def log_evaluation(evaluation: Evaluation) -> None:
-    """Metrics and reports into the model's run (open: :func:`evaluation_run`).
+def test_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """metrics.json's numbers as the run's metrics: their own names, except where a per-epoch training
+    metric has the name already (the fable's ``accuracy`` and ``loss``, measured on the text): those become
+    ``test_…``, so both experiments compare on ``test_accuracy``."""
+    return {f"test_{name}" if name in ("loss", "accuracy") else name: float(value) for name, value in metrics.items()}
 
-    Metrics keep their metrics.json names, except where a per-epoch training metric has the name
-    already (the fable's ``accuracy`` and ``loss``, measured on the text): those become ``test_…``,
-    so both experiments compare on ``test_accuracy``.
-    """
-    mlflow.log_metrics({f"test_{name}" if name in ("loss", "accuracy") else name: float(value)
-                        for name, value in evaluation.metrics.items()})
+
+def _log_test_metrics(task: Task, params: Params, metrics: Mapping[str, float], source_run: str) -> None:
+    """Test metrics (each linked to the testing dataset, if any) and where they come from, into the active run."""
+    tested = log_datasets([dataset for dataset in task.datasets(params) if dataset.context == "testing"])
+    mlflow.log_metrics(dict(metrics), dataset=tested)
+    mlflow.set_tags({TEST_METRICS_TAG: json.dumps(sorted(metrics)), EVALUATED_BY_TAG: source_run})
+
+
+def log_evaluation(task: Task, params: Params, evaluation: Evaluation, run_id: str) -> ModelVersion:
+    """Metrics and reports into the model's run (open: :func:`evaluation_run`), then the run registered."""
+    _log_test_metrics(task, params, test_metrics(evaluation.metrics), run_id)
     for path in evaluation.files:
         mlflow.log_artifact(path, artifact_path="reports")
     for name, figure in evaluation.figures.items():
         mlflow.log_figure(figure, f"plots/{name}")
+    return register(task.name, run_id)
+
+
+def carry_evaluation(task: Task, params: Params, run_id: str) -> str | None:
+    """The test metrics of an earlier evaluation of the same model bytes, into the active run ``run_id``, which
+    is then registered; the run whose evaluate stage measured them is returned (None: no such evaluation).
+
+    DVC skips the evaluate stage when the model file's bytes are unchanged (a resumed training that ends on
+    the bytes of an earlier run, ``dvc repro -f``, the same experiment twice): without this the run of that
+    training would end without test metrics.
+    """
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    same_model = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.`{MODEL_DIGEST_TAG}` = '{run.data.tags[MODEL_DIGEST_TAG]}'",
+        order_by=["attributes.start_time DESC"])
+    for earlier in same_model:
+        names = earlier.data.tags.get(TEST_METRICS_TAG)
+        if earlier.info.run_id == run_id or not names:
+            continue
+        source = earlier.data.tags.get(EVALUATED_BY_TAG, earlier.info.run_id)
+        metrics = {name: earlier.data.metrics[name] for name in json.loads(names) if name in earlier.data.metrics}
+        _log_test_metrics(task, params, metrics, source)
+        mlflow.set_tag("pipeline.note", f"same model bytes as run {earlier.info.run_id}: DVC reuses its evaluation, "
+                                        f"whose test metrics (measured in run {source}) are copied here")
+        register(task.name, run_id)
+        return source
+    return None
+
+
+# --- the model registry ---------------------------------------------------------------------------------
+
+
+# A version's tags, from its run's: provenance (besides its test metrics).
+_VERSION_TAGS = {"git_commit": "mlflow.source.git.commit", "dvc_experiment": "dvc.exp_name",
+                 "params_sha256": "params.sha256", "model_sha256": MODEL_DIGEST_TAG, "test_metrics_from": EVALUATED_BY_TAG}
+
+
+def register(name: str, run_id: str) -> ModelVersion:
+    """The model of run ``run_id`` as a version of registered model ``name`` (once: again only updates its
+    tags), tagged with its test metrics, git commit, DVC experiment and params digest; aliases moved."""
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    model_ids = [output.model_id for output in (run.outputs.model_outputs if run.outputs else [])]
+    if not model_ids:
+        raise TrackingError(f"MLflow run {run_id} has no logged model to register as {name!r}")
+    tags = {key: run.data.tags.get(tag, "") for key, tag in _VERSION_TAGS.items()}
+    tags |= {metric: repr(run.data.metrics[metric]) for metric in json.loads(run.data.tags.get(TEST_METRICS_TAG, "[]"))
+             if metric in run.data.metrics}
+    with store_lock():
+        try:
+            client.create_registered_model(name, description=f"The {name} models this pipeline trained and evaluated.")
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        if existing:
+            version = existing[0]
+            for key, value in tags.items():
+                client.set_model_version_tag(name, version.version, key, value)
+            version = client.get_model_version(name, version.version)
+        else:
+            version = client.create_model_version(
+                name, source=f"models:/{model_ids[-1]}", run_id=run_id, tags=tags, model_id=model_ids[-1],
+                description=f"Trained and evaluated by `dvc repro`: MLflow run {run_id}.")
+        champion = _move_aliases(client, name, version)
+    print(f"registered model {name} version {version.version} (test_accuracy {tags.get('test_accuracy', '-')}); "
+          f"{CHAMPION}: version {champion}")
+    return version
+
+
+def _move_aliases(client: MlflowClient, name: str, version: ModelVersion) -> str:
+    """``champion`` to ``version`` if there is none or ``version`` has a higher test accuracy (a tie keeps the
+    older); the champion's version number is returned. ``latest`` is MLflow's own: a reserved alias name that
+    it resolves to the newest version (``models:/mnist@latest``), so it is never set here."""
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        champion = None
+    if champion is None or _accuracy(version) > _accuracy(champion):
+        client.set_registered_model_alias(name, CHAMPION, str(version.version))
+        return str(version.version)
+    return str(champion.version)
+
+
+def _accuracy(version: ModelVersion) -> float:
+    value = version.tags.get("test_accuracy")
+    return float(value) if value else float("-inf")

@@ -90,6 +90,13 @@ class Progress(keras.callbacks.Callback):
         print(f"{self.name} epoch {epoch + 1}/{self.epochs}: {figures} ({timing})", flush=True)
 
 
+class EpochLogger(keras.callbacks.Callback):
+    """Per-epoch ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy`` to the MLflow run (step = epoch)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        tracking.log_history([{"epoch": epoch + 1, **(logs or {})}])
+
+
 def steps_per_execution(steps_per_epoch: int, at_most: int) -> int:
     """The largest divisor of ``steps_per_epoch`` up to ``at_most``: Keras runs whole executions, so one
     that does not divide the epoch would take the next epoch's first batches into this one."""
@@ -224,7 +231,9 @@ def run(task: Task, params: Params, callbacks: Sequence[keras.callbacks.Callback
     with tracking.training_run(task, params, resumes=resume.run_id if resume else None) as run_id:
         if resume is not None:
             tracking.log_resumed(resume.history, resume.epoch)
-        model = train(task, params, [tracking.EpochLogger(), *callbacks], resume, run_id, key)
+        model = train(task, params, [EpochLogger(), *callbacks], resume, run_id, key)
         save_model(model, paths.model)
         tracking.log_trained_model(task, params, Path(paths.model), Path(paths.history), task.extra_artifacts(params))
+        # Bytes evaluated before: DVC will skip the evaluate stage, so its metrics come from that evaluation.
+        tracking.carry_evaluation(task, params, run_id)
     checkpoint.clear(paths.checkpoint)

@@ -189,6 +189,8 @@ def project_environment(mirror: Path) -> dict[str, str]:
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.invalid",
         GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.invalid",
+        # System metrics every second (MLflow's default: 10), so that the short shrunken trainings have some.
+        MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1",
     )
     return env
 

@@ -152,6 +152,11 @@ def test_kill_9_then_repro_resumes_to_identical_bytes(uninterrupted, tmp_path, p
         assert resumed_run.data.tags["pipeline.resumed_after_epoch"] == str(resumed_after)
     history = MlflowClient().get_metric_history(resumed_run.info.run_id, "val_loss")
     assert [point.step for point in history] == list(range(1, EPOCHS + 1))
+    # DVC skipped the evaluate stage (same model bytes): the test metrics come from the run that measured them.
+    assert "Running stage 'evaluate_mnist'" not in resumed.stdout
+    evaluated = project.runs("mnist")[runs_before - 1]
+    assert resumed_run.data.tags["pipeline.test_metrics_from"] == evaluated.info.run_id
+    assert resumed_run.data.metrics["test_accuracy"] == evaluated.data.metrics["test_accuracy"]
 
 
 def test_kill_9_from_outside_while_dvc_runs_the_stage(trained_project, tmp_path):

@@ -6,6 +6,7 @@ import subprocess
 import time
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 
 def commit_all(project, message: str) -> None:
@@ -15,7 +16,8 @@ def commit_all(project, message: str) -> None:
 
 def test_dvc_exp_run_lands_a_named_run(trained_copy):
     commit_all(trained_copy, "trained")
-    trained_copy.dvc("exp", "run", "-S", "mnist.units=8", "--name", "units-8")
+    # --temp: in a copy under .dvc/tmp/exps, tracked (and registered) in the project's own store all the same.
+    trained_copy.dvc("exp", "run", "--temp", "-S", "mnist.units=8", "--name", "units-8")
     (baseline, newest) = sorted(trained_copy.runs("mnist"), key=lambda run: run.info.start_time)
     assert newest.info.status == "FINISHED"
     assert newest.data.params["mnist.units"] == "8" and "test_accuracy" in newest.data.metrics
@@ -23,6 +25,10 @@ def test_dvc_exp_run_lands_a_named_run(trained_copy):
     assert newest.data.tags["restore"] == "dvc exp apply units-8"
     assert len(newest.data.tags["dvc.baseline_rev"]) == 40
     assert baseline.data.params["mnist.units"] == "16"
+    # Registered like any evaluated training, naming its experiment.
+    versions = {v.run_id: v for v in MlflowClient().search_model_versions("name = 'mnist'")}
+    assert versions[newest.info.run_id].tags["dvc_experiment"] == "units-8"
+    assert versions[newest.info.run_id].tags["test_accuracy"] == repr(newest.data.metrics["test_accuracy"])
     assert len(trained_copy.runs("fable")) == 1  # the fable's stages were up to date
     shown = trained_copy.dvc("exp", "show", "--json").stdout
     assert "units-8" in shown
@@ -50,6 +56,8 @@ def test_queued_experiments_run_in_parallel_into_one_store(trained_copy):
         run = queued[f"queued-{units}"]
         assert run.info.status == "FINISHED" and run.data.params["fable.units"] == str(units)
         assert "test_accuracy" in run.data.metrics
+    registered = {v.tags["dvc_experiment"] for v in MlflowClient().search_model_versions("name = 'fable'")}
+    assert registered >= {"queued-20", "queued-28"}
 
 
 def test_dvc_remote_round_trip(trained_copy, tmp_path):

@@ -112,7 +112,28 @@ def test_mlflow_ui_shows_runs_and_test_accuracy_in_a_browser(trained_project, tm
     assert run.info.run_name in page, page[-2000:]
     assert "test_accuracy" in page
     assert f"{run.data.metrics['test_accuracy']}"[:4] in page
+    assert "mnist-train" in page  # its datasets (the Dataset column of the runs table)
     assert (tmp_path / "run.png").stat().st_size > 10_000
     keep = os.environ.get("PIPELINE_UI_SCREENSHOT")  # set it to look at the page yourself
     if keep:
         shutil.copy(tmp_path / "run.png", keep)
+
+
+def test_registry_pages_show_versions_aliases_and_metrics_in_a_browser(trained_project, tmp_path):
+    """The Models page lists both registered models; a version's page shows its alias, tags and run."""
+    trained_project.runs("mnist")  # points MLflow at the project's store
+    version = MlflowClient().get_model_version_by_alias("mnist", "champion")
+    backend = f"sqlite:///{trained_project.root}/mlflow.db"
+    with mlflow_server(backend, trained_project.root / "mlruns") as url:
+        models = chromium_page(f"{url}/#/models", tmp_path / "models.png")
+        page = chromium_page(f"{url}/#/models/mnist/versions/{version.version}", tmp_path / "version.png")
+    assert "mnist" in models and "fable" in models, models[-2000:]
+    assert "champion" in page, page[-2000:]
+    for tag in ("test_accuracy", "git_commit", "params_sha256"):
+        assert tag in page
+    assert version.tags["test_accuracy"][:4] in page
+    assert all((tmp_path / name).stat().st_size > 10_000 for name in ("models.png", "version.png"))
+    keep = os.environ.get("PIPELINE_UI_SCREENSHOT")
+    if keep:
+        for name in ("models.png", "version.png"):
+            shutil.copy(tmp_path / name, Path(keep).with_name(f"{Path(keep).stem}-{name}"))

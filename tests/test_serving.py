@@ -110,18 +110,10 @@ def served(project, model_uri: str, body: dict) -> tuple[int, dict]:
         process.wait(timeout=60)
 
 
-def logged_model_uri(project, experiment: str) -> str:
-    import mlflow  # noqa: PLC0415
-
-    (run,) = project.runs(experiment)
-    (logged,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
-    return f"models:/{logged.model_id}"
-
-
 @pytest.mark.slow
 def test_served_mnist_model_reads_raw_images(trained_project):
     images = np.load(trained_project.root / "data/prepared/mnist/x_test.npy")[:3]
-    status, answer = served(trained_project, logged_model_uri(trained_project, "mnist"), {"inputs": images.tolist()})
+    status, answer = served(trained_project, "models:/mnist@champion", {"inputs": images.tolist()})
     assert status == 200, answer
     confusion = (trained_project.root / "metrics/mnist_confusion.csv").read_text().splitlines()[1:4]
     assert [row["digit"] for row in answer["predictions"]] == [int(line.split(",")[1]) for line in confusion]
@@ -131,7 +123,7 @@ def test_served_mnist_model_reads_raw_images(trained_project):
 @pytest.mark.slow
 def test_served_fable_model_continues_prompts(trained_project):
     story = (trained_project.root / "metrics/fable_story.txt").read_text().split()
-    uri = logged_model_uri(trained_project, "fable")
-    status, answer = served(trained_project, uri, {"inputs": [" ".join(story[:3])]})
+    status, answer = served(trained_project, "models:/fable@champion",
+                            {"inputs": [" ".join(story[:3])], "params": {"story_words": 4}})
     assert status == 200, answer
-    assert answer["predictions"] == [{"story": " ".join(story[3:])}]
+    assert answer["predictions"] == [{"story": " ".join(story[3:7])}]
