@@ -62,7 +62,9 @@ def server(uri: str, store: str):
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
                                 "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT,
-                               env={**os.environ, "MLFLOW_TRACKING_URI": store},
+                               # MLflow starts uvicorn by name: this interpreter's bin directory first.
+                               env={**os.environ, "MLFLOW_TRACKING_URI": store,
+                                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 300

@@ -127,3 +127,12 @@ def test_served_fable_model_continues_prompts(trained_project):
                             {"inputs": [" ".join(story[:3])], "params": {"story_words": 4}})
     assert status == 200, answer
     assert answer["predictions"] == [{"story": " ".join(story[3:7])}]
+
+
+@pytest.mark.slow
+def test_serving_benchmark_measures_load_time_and_requests_per_second(trained_copy):
+    result = trained_copy.python("-m", "bench.serving", "--requests", "3")
+    rows = json.loads((trained_copy.root / "bench/serving.json").read_text())
+    assert [row["model"] for row in rows] == ["models:/mnist@champion", "models:/fable@champion"]
+    assert all(row["load_s"] > 0 and row["requests_per_s"] > 0 and row["requests"] == 3 for row in rows)
+    assert "| models:/mnist@champion |" in result.stdout
