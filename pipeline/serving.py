@@ -85,7 +85,9 @@ class DigitReader(mlflow.pyfunc.PythonModel):
 
         self.logits = logits_function(load_model(context.artifacts["model"]))
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201 - MLflow reads type hints as a schema
+    # The hints say which input types the model takes, not a schema (MLflow infers none from these two types):
+    # the logged signature validates the requests.
+    def predict(self, context: Any, model_input: np.ndarray, params: dict | None = None) -> pd.DataFrame:
         from pipeline.inference import softmax  # noqa: PLC0415
 
         probabilities = softmax(self.logits(images_array(model_input)))
@@ -105,7 +107,7 @@ class StoryTeller(mlflow.pyfunc.PythonModel):
         self.vocabulary = load_vocabulary(context.artifacts["vocabulary"])
         self.n_input, self.words = context.model_config["n_input"], context.model_config["story_words"]
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201 - MLflow reads type hints as a schema
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         words = int((params or {}).get("story_words", self.words))
         if words < 0:
             raise ServingError(f"story_words must be 0 or more, got {words}")
