@@ -333,20 +333,44 @@ def log_trained_model(task: Task, params: Params, model_path: Path, history_path
 
     mlflow.set_tag(MODEL_DIGEST_TAG, file_digest(model_path))
     package = serving.packaging(task.name, model_path, params)
-    mlflow.pyfunc.log_model(
-        name="model",
-        python_model=package.python_model,
-        artifacts=package.artifacts,
-        model_config=package.model_config,
-        code_paths=[str(serving.PACKAGE_DIRECTORY)],
-        signature=package.signature,
-        input_example=package.input_example,
-        # Explicit requirements: inferring them would load the model again in a subprocess.
-        pip_requirements=serving.requirements(),
-    )
+    with _quiet_model_logging():
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=package.python_model,
+            artifacts=package.artifacts,
+            model_config=package.model_config,
+            code_paths=[str(serving.PACKAGE_DIRECTORY)],
+            signature=package.signature,
+            input_example=package.input_example,
+            # Explicit requirements: inferring them would load the model again in a subprocess.
+            pip_requirements=serving.requirements(),
+        )
     for path in [history_path, *artifacts]:
         mlflow.log_artifact(str(path), artifact_path="reports")
     mlflow.log_figure(training_curves(history_path, f"{task.name} training"), "plots/training_curves.png")
+
+
+_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+@contextlib.contextmanager
+def _quiet_model_logging() -> Iterator[None]:
+    """Without MLflow's notes while it logs a model: the CloudPickle caution (the wrapper class is pickled by
+    reference to the package it carries), "validating input example", and a progress bar for copying the
+    example back. Its errors still show; a ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` the user set is kept."""
+    loggers = {logging.getLogger(name): logging.getLogger(name).level for name in ("mlflow.pyfunc", "mlflow.models")}
+    ours = _PROGRESS_BAR not in os.environ
+    if ours:
+        os.environ[_PROGRESS_BAR] = "false"
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in loggers.items():
+            logger.setLevel(level)
+        if ours:
+            os.environ.pop(_PROGRESS_BAR, None)
 
 
 @contextlib.contextmanager

@@ -183,7 +183,10 @@ def project_environment(mirror: Path) -> dict[str, str]:
 
     A copy tracks into its own mlflow.db unless a test says otherwise (env_extra, ProjectCopy.env).
     """
-    env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
+    # Not MLflow's settings of this process, nor the OpenMP ones TensorFlow's import here put in os.environ
+    # (a user's shell has neither; the stages would print that they ignore them).
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("MLFLOW_") and key not in ("KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK")}
     env.update(
         PIPELINE_MIRROR=str(mirror),
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",

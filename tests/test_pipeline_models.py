@@ -111,3 +111,13 @@ def test_predict_refuses_a_non_image(trained_project, tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f"predict: error: {tmp_path / 'notes.png'}: not an image Pillow can read (UnidentifiedImageError)")
+
+
+def test_a_stage_prints_its_progress_and_nothing_of_its_libraries(trained_copy):
+    """No TensorFlow start-up log, no MLflow notes or progress bars: one line per epoch, then the registry's."""
+    result = trained_copy.python("-m", "pipeline.train", "fable")
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    epochs = trained_copy.params()["fable"]["epochs"]
+    assert [line.split(":")[0] for line in lines[:epochs]] == [f"fable epoch {n}/{epochs}" for n in range(1, epochs + 1)]
+    # The same bytes as the evaluated model: its test metrics are carried over and the run registered.
+    assert len(lines) == epochs + 1 and lines[-1].startswith("registered model fable version 2"), lines
