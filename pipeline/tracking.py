@@ -481,13 +481,13 @@ def register(name: str, run_id: str) -> ModelVersion:
             version = client.create_model_version(
                 name, source=f"models:/{model_ids[-1]}", run_id=run_id, tags=tags, model_id=model_ids[-1],
                 description=f"Trained and evaluated by `dvc repro`: MLflow run {run_id}.")
-        champion = _move_aliases(client, name, version)
+        champion = _move_champion(client, name, version)
     print(f"registered model {name} version {version.version} (test_accuracy {tags.get('test_accuracy', '-')}); "
           f"{CHAMPION}: version {champion}")
     return version
 
 
-def _move_aliases(client: MlflowClient, name: str, version: ModelVersion) -> str:
+def _move_champion(client: MlflowClient, name: str, version: ModelVersion) -> str:
     """``champion`` to ``version`` if there is none or ``version`` has a higher test accuracy (a tie keeps the
     older); the champion's version number is returned. ``latest`` is MLflow's own: a reserved alias name that
     it resolves to the newest version (``models:/mnist@latest``), so it is never set here."""
