@@ -6,13 +6,20 @@ SUPPORTED := 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13
 PYTHON ?= $(shell for p in $(PYTHON_CANDIDATES); do $$p -c $(SUPPORTED) 2>/dev/null && { command -v $$p; break; }; done)
 VENV := .venv
 BIN := $(abspath $(VENV))/bin
+# The deterministic matrix product's TensorFlow op (pipeline/detgemm.py), built from its C++ sources again
+# whenever they or the installed packages (TensorFlow's headers) change. `python -m pipeline.detgemm`
+# prints TensorFlow's compile and link flags and what the library records (the sources' digest, TensorFlow's
+# version: checked when it loads). No -march: the kernel picks AVX-512, AVX2 or scalar code by cpuid.
+# -ffp-contract=off: no multiply-add fused where the source does not say so.
+DETGEMM := pipeline/native/_detgemm.so
+DETGEMM_SOURCES := $(sort $(wildcard pipeline/native/detgemm_*.cc pipeline/native/detgemm_*.h))
 # DVC stages run `python -m pipeline.…`: the virtual environment's python must come first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup python repro test browser qemu bench
+.PHONY: setup python repro test browser qemu compiler bench
 .DEFAULT_GOAL := repro
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(DETGEMM)
 
 # The MLflow UI test drives Debian's headless Chromium; installed once, only for tests.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -26,6 +33,15 @@ $(VENV)/.installed: requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
+
+$(DETGEMM): $(DETGEMM_SOURCES) $(VENV)/.installed | compiler
+	flags="$$($(BIN)/python -m pipeline.detgemm)" && \
+	  g++ -O3 -ffp-contract=off -fPIC -shared -Wall -Wextra -Wno-unused-parameter $(filter %.cc,$^) $$flags -o $@.tmp
+	mv $@.tmp $@
+
+compiler:
+	@command -v g++ >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends g++ >/dev/null; }
 
 # Which interpreter `make setup` uses, or one line saying why none fits.
 python:

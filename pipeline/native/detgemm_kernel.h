@@ -6,11 +6,14 @@
 // Vectorisation is across output columns j only (each SIMD lane is one
 // independent chain) and register blocking is over i and j only, so the
 // AVX-512F, AVX2+FMA and scalar (std::fma) paths produce identical bits.
-// K may be blocked for cache reasons, but the accumulator is carried through
-// memory (float32 store/reload is exact) so the chain order is unchanged.
+// No sum is cut into blocks (by cache size or otherwise), and a call runs on
+// the calling thread only, so nothing about the CPU but its instruction set
+// enters, and that only chooses how many chains run side by side.
+// Subnormals: the product runs with flush-to-zero and denormals-are-zero on,
+// whatever the caller's MXCSR (restored after): see detgemm_kernel.cc.
 //
-// No TensorFlow dependency: used both by the TF op (detgemm_op.cc) and by the
-// plain C ABI library (detgemm_capi.cc, for ctypes / qemu testing).
+// No TensorFlow dependency: the TF op is detgemm_op.cc (pipeline/detgemm.py
+// loads it; the Makefile builds both into pipeline/native/_detgemm.so).
 #pragma once
 #include <cstdint>
 
@@ -18,8 +21,9 @@ namespace detgemm {
 
 enum Isa : int { kAuto = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3 };
 
-// Which ISA "auto" resolves to on this CPU (env DETGEMM_ISA=scalar|avx2|avx512
-// overrides auto, for testing; a forced ISA the CPU lacks falls back down).
+// Which ISA "auto" resolves to on this CPU (cpuid): AVX-512F, else AVX2 with
+// FMA, else scalar. A forced ISA (the op's isa attr, for tests) that the CPU
+// lacks falls back to the best one it has.
 Isa ResolveIsa(Isa requested);
 const char* IsaName(Isa isa);
 

@@ -7,7 +7,6 @@
 #include <immintrin.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -225,36 +224,37 @@ void GemmScalar(bool ta, bool tb, int64_t M, int64_t N, int64_t K,
   }
 }
 
-// Variant tables (MR, lanes*NV). Variant chosen by N; env DETGEMM_VARIANT
-// (index) overrides, for tuning only. Any variant gives the same bits.
+// Register blockings (MR rows x NR columns), chosen by N: the widest for most
+// products, a narrow one for the logits (N <= 16 or 8). The prototype's tuning
+// (bench/detgemm_prototype, removed) found these fastest; any blocking gives
+// the same bits, since it only decides which chains run side by side.
 const KernDesc kAvx512Wide[] = {
-    {KernAvx512<12, 2, true>, KernAvx512<12, 2, false>, 12, 32}, {KernAvx512<6, 4, true>, KernAvx512<6, 4, false>, 6, 64},
-    {KernAvx512<8, 3, true>, KernAvx512<8, 3, false>, 8, 48},   {KernAvx512<14, 2, true>, KernAvx512<14, 2, false>, 14, 32},
-    {KernAvx512<24, 1, true>, KernAvx512<24, 1, false>, 24, 16}, {KernAvx512<4, 4, true>, KernAvx512<4, 4, false>, 4, 64},
+    {KernAvx512<12, 2, true>, KernAvx512<12, 2, false>, 12, 32},
+    {KernAvx512<24, 1, true>, KernAvx512<24, 1, false>, 24, 16},
 };
 const KernDesc kAvx2Wide[] = {
-    {KernAvx2<6, 2, true>, KernAvx2<6, 2, false>, 6, 16}, {KernAvx2<4, 3, true>, KernAvx2<4, 3, false>, 4, 24}, {KernAvx2<12, 1, true>, KernAvx2<12, 1, false>, 12, 8},
+    {KernAvx2<6, 2, true>, KernAvx2<6, 2, false>, 6, 16},
+    {KernAvx2<12, 1, true>, KernAvx2<12, 1, false>, 12, 8},
 };
 
-int VariantOverride() {
-  static const int v = [] {
-    const char* e = std::getenv("DETGEMM_VARIANT");
-    return e ? std::atoi(e) : -1;
-  }();
-  return v;
-}
+// MXCSR for the duration of one product: flush-to-zero and denormals-are-zero
+// on, round to nearest, every exception masked. The SIMD FMAs (and the scalar
+// path's fmaf, an FMA instruction on every CPU with FMA) round as MXCSR says,
+// so a subnormal input or partial sum would otherwise give bits that depend on
+// the calling thread's state. FTZ and DAZ on is what TensorFlow's executor sets
+// for its own kernels (port::ScopedFlushDenormal), so the product rounds like
+// every other operation of the graph; the caller's MXCSR is restored after.
+constexpr unsigned kMxcsr = 0x8000u /* FTZ */ | 0x1F80u /* masks */ | 0x0040u /* DAZ */;
+class FixedMxcsr {
+ public:
+  FixedMxcsr() : saved_(_mm_getcsr()) { _mm_setcsr(kMxcsr); }
+  ~FixedMxcsr() { _mm_setcsr(saved_ | (_mm_getcsr() & 0x3Fu) /* keep raised flags */); }
+  FixedMxcsr(const FixedMxcsr&) = delete;
+  FixedMxcsr& operator=(const FixedMxcsr&) = delete;
 
-Isa EnvIsa() {
-  static const Isa isa = [] {
-    const char* e = std::getenv("DETGEMM_ISA");
-    if (!e) return kAuto;
-    if (!std::strcmp(e, "scalar")) return kScalar;
-    if (!std::strcmp(e, "avx2")) return kAvx2;
-    if (!std::strcmp(e, "avx512")) return kAvx512;
-    return kAuto;
-  }();
-  return isa;
-}
+ private:
+  const unsigned saved_;
+};
 
 Isa BestIsa() {
   static const Isa isa = [] {
@@ -279,7 +279,6 @@ const char* IsaName(Isa isa) {
 }
 
 Isa ResolveIsa(Isa requested) {
-  if (requested == kAuto) requested = EnvIsa();
   const Isa best = BestIsa();
   if (requested == kAuto || requested > best) return best;
   return requested;
@@ -295,15 +294,11 @@ Isa Gemm(Isa isa, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = 0.0f;
     return isa;
   }
-  const int vo = VariantOverride();
+  const FixedMxcsr fixed;
   if (isa == kAvx512) {
-    int v = N <= 16 ? 4 : 0;
-    if (vo >= 0 && vo < 6) v = vo;
-    RunTiled(kAvx512Wide[v], ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    RunTiled(kAvx512Wide[N <= 16 ? 1 : 0], ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
   } else if (isa == kAvx2) {
-    int v = N <= 8 ? 2 : 0;
-    if (vo >= 0 && vo < 3) v = vo;
-    RunTiled(kAvx2Wide[v], ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    RunTiled(kAvx2Wide[N <= 8 ? 1 : 0], ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
   } else {
     GemmScalar(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
   }

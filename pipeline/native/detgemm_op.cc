@@ -1,5 +1,9 @@
 // TensorFlow custom op "DetMatMul": float32 C = op(A) @ op(B) with CPU-independent
 // bits (see detgemm_kernel.h). Rank 2 inputs, or rank 3 with equal batch dim.
+// Built by the Makefile (make setup) into _detgemm.so; loaded by pipeline/detgemm.py,
+// which also registers the gradient (each again one DetMatMul).
+#include <cstring>
+
 #include "detgemm_kernel.h"
 #include "absl/strings/str_cat.h"
 #include "tensorflow/core/framework/op.h"
@@ -10,6 +14,14 @@ using namespace tensorflow;
 using shape_inference::DimensionHandle;
 using shape_inference::InferenceContext;
 using shape_inference::ShapeHandle;
+
+// The isa attr's value (see REGISTER_OP below) as the kernel's enum.
+static detgemm::Isa ParseIsa(const char* isa) {
+  return !std::strcmp(isa, "scalar") ? detgemm::kScalar
+       : !std::strcmp(isa, "avx2")   ? detgemm::kAvx2
+       : !std::strcmp(isa, "avx512") ? detgemm::kAvx512
+                                     : detgemm::kAuto;
+}
 
 REGISTER_OP("DetMatMul")
     .Input("a: float")
@@ -59,10 +71,7 @@ class DetMatMulOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("transpose_b", &tb_));
     std::string isa;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("isa", &isa));
-    isa_ = isa == "scalar" ? detgemm::kScalar
-         : isa == "avx2"   ? detgemm::kAvx2
-         : isa == "avx512" ? detgemm::kAvx512
-                           : detgemm::kAuto;
+    isa_ = ParseIsa(isa.c_str());
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -103,3 +112,28 @@ class DetMatMulOp : public OpKernel {
 };
 
 REGISTER_KERNEL_BUILDER(Name("DetMatMul").Device(DEVICE_CPU), DetMatMulOp);
+
+// What the build was made from, found in the file's bytes by pipeline/detgemm.py
+// before it loads the library (the Makefile passes both): the sha256 of this
+// directory's detgemm_* sources and the TensorFlow whose headers it compiled with.
+#ifndef DETGEMM_SOURCE_DIGEST
+#error "build with -DDETGEMM_SOURCE_DIGEST=... (the Makefile's rule does)"
+#endif
+#ifndef DETGEMM_TENSORFLOW_VERSION
+#error "build with -DDETGEMM_TENSORFLOW_VERSION=... (the Makefile's rule does)"
+#endif
+extern "C" __attribute__((used)) const char detgemm_build[] =
+    "detgemm build: sources " DETGEMM_SOURCE_DIGEST " tensorflow " DETGEMM_TENSORFLOW_VERSION ";";
+
+// For tests, through ctypes: the instruction set a DetMatMul with this isa attr
+// runs on this CPU, and the kernel called directly on the caller's thread,
+// outside TensorFlow (whose executor sets its own MXCSR around every kernel):
+// contiguous row-major op(A) @ op(B) into C (M x N); returns the ISA used.
+extern "C" const char* detgemm_resolved_isa(const char* requested) {
+  return detgemm::IsaName(detgemm::ResolveIsa(ParseIsa(requested)));
+}
+extern "C" const char* detgemm_matmul(const char* isa, int transpose_a, int transpose_b, int64_t m,
+                                      int64_t n, int64_t k, const float* a, const float* b, float* c) {
+  return detgemm::IsaName(detgemm::Gemm(ParseIsa(isa), transpose_a, transpose_b, m, n, k, a,
+                                        transpose_a ? m : k, b, transpose_b ? k : n, c, n));
+}

@@ -1,0 +1,170 @@
+"""The deterministic matrix product (pipeline.detgemm): right within float32 rounding, the same bits on
+every instruction-set path, gradients, subnormals, and one-line errors for a missing or stale build."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+
+from pipeline import detgemm
+from pipeline.detgemm import NativeLibraryError
+
+# (rows of op(a), columns of op(b), summed terms, transpose_a, transpose_b): the products the layers run
+# at the default params (slices of 128 examples, 28 pixels, LSTM(128) for MNIST; LSTM(512) for the fable),
+# forward and backward, in inference batches, and edge tiles of every transpose.
+SHAPES = [
+    (128, 512, 28, False, False),  # x @ W
+    (128, 512, 128, False, False),  # h @ U
+    (128, 10, 128, False, False),  # h @ W_logits
+    (1000, 512, 128, False, False),  # an inference slice's h @ U
+    (128, 128, 512, False, True),  # dh = g @ Uᵀ
+    (128, 512, 128, True, False),  # dU = hᵀ @ g (a sum over the slice)
+    (28, 512, 128, True, False),  # dW = xᵀ @ g
+    (512, 2048, 3, True, False),  # the fable's first layer's dW: 3 words embedded, 4 × 512 gates
+    (37, 53, 19, True, True),
+    (5, 7, 1, False, False),
+    (13, 1, 300, False, True),
+    (3, 17, 3000, True, False),  # a sum far longer than any cache block
+]
+
+
+def operands(rows: int, columns: int, terms: int, transpose_a: bool, transpose_b: bool, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((terms, rows) if transpose_a else (rows, terms), dtype=np.float32)
+    b = rng.standard_normal((columns, terms) if transpose_b else (terms, columns), dtype=np.float32)
+    return a, b
+
+
+def reference(a: np.ndarray, b: np.ndarray, transpose_a: bool, transpose_b: bool) -> np.ndarray:
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    return (a64.T if transpose_a else a64) @ (b64.T if transpose_b else b64)
+
+
+def digest(array) -> str:
+    return hashlib.sha256(np.asarray(array).tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize(("rows", "columns", "terms", "transpose_a", "transpose_b"), SHAPES)
+def test_every_isa_gives_the_same_bits_within_float32_rounding_of_float64(rows, columns, terms, transpose_a,
+                                                                          transpose_b):
+    import tensorflow as tf
+
+    a, b = operands(rows, columns, terms, transpose_a, transpose_b)
+    expected = reference(a, b, transpose_a, transpose_b)
+    results = {}
+    for isa in ("avx512", "avx2", "scalar"):
+        product = tf.function(lambda x, y, isa=isa: detgemm.matmul(x, y, transpose_a, transpose_b, isa=isa))
+        results[isa] = product(tf.constant(a), tf.constant(b)).numpy()
+        # a chain of `terms` FMAs rounds `terms` times: off by at most terms · 2⁻²⁴ · Σ|products|
+        bound = terms * 2.0**-24 * reference(np.abs(a), np.abs(b), transpose_a, transpose_b)
+        assert (np.abs(results[isa] - expected) <= bound).all(), isa
+    assert len({digest(c) for c in results.values()}) == 1, {isa: digest(c)[:12] for isa, c in results.items()}
+    assert np.array_equal(detgemm.matmul(a, b, transpose_a, transpose_b).numpy(), results["scalar"])  # eager, auto
+
+
+def test_the_isa_paths_tested_are_the_ones_that_ran():
+    """A forced ISA that the CPU lacks falls back: the identity above compares real paths only where they ran."""
+    assert detgemm.resolved_isa("scalar") == "scalar"
+    ran = {detgemm.resolved_isa(isa) for isa in ("avx512", "avx2", "scalar")}
+    if detgemm.resolved_isa("auto") != "avx512":
+        pytest.skip(f"this CPU runs {detgemm.resolved_isa('auto')} at best: compared {sorted(ran)}")
+    assert ran == {"avx512", "avx2", "scalar"}
+
+
+def test_a_batch_of_products_is_the_products_one_by_one():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    x, g = rng.standard_normal((28, 128, 128), dtype=np.float32), rng.standard_normal((28, 128, 512), dtype=np.float32)
+    batched = detgemm.matmul(tf.constant(x), tf.constant(g), transpose_a=True).numpy()
+    one_by_one = np.stack([detgemm.matmul(x[t], g[t], transpose_a=True).numpy() for t in range(28)])
+    assert np.array_equal(batched, one_by_one)
+
+
+@pytest.mark.parametrize(("transpose_a", "transpose_b"), [(False, False), (False, True), (True, False), (True, True)])
+def test_gradients_are_products_too_and_match_float64(transpose_a, transpose_b):
+    import tensorflow as tf
+
+    a, b = operands(13, 17, 11, transpose_a, transpose_b, seed=2)
+    weights = np.random.default_rng(3).standard_normal((13, 17))  # loss = Σ weights · C
+    a64, b64 = tf.constant(a, tf.float64), tf.constant(b, tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch([a64, b64])
+        loss = tf.reduce_sum(weights * tf.linalg.matmul(a64, b64, transpose_a=transpose_a, transpose_b=transpose_b))
+    expected = tape.gradient(loss, [a64, b64])
+
+    @tf.function
+    def gradients(x, y):
+        with tf.GradientTape() as tape:
+            tape.watch([x, y])
+            loss = tf.reduce_sum(weights.astype(np.float32) * detgemm.matmul(x, y, transpose_a, transpose_b))
+        return tape.gradient(loss, [x, y])
+
+    for got, want in zip(gradients(tf.constant(a), tf.constant(b)), expected, strict=True):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+    graph = gradients.get_concrete_function(tf.TensorSpec(a.shape), tf.TensorSpec(b.shape)).graph
+    products = [op.type for op in graph.get_operations() if "MatMul" in op.type]
+    assert products and set(products) == {"DetMatMul"}, products
+
+
+def test_subnormals_are_flushed_whatever_the_callers_floating_point_state():
+    """FTZ/DAZ: TensorFlow runs its kernels with flush-to-zero and denormals-are-zero on; the kernel sets
+    them itself too, so called directly on this thread (whose MXCSR has them off) it gives the same bits."""
+    import tensorflow as tf
+
+    tiny = np.float32(2.0**-130)  # subnormal in float32
+    a = np.array([[tiny, 1.0, 2.0**-70, 0.5]], dtype=np.float32)  # 2⁻⁷⁰ · 2⁻⁶⁰ = 2⁻¹³⁰: a subnormal product
+    b = np.array([[1.0], [tiny], [2.0**-60], [2.0**-126]], dtype=np.float32)  # 0.5 · 2⁻¹²⁶: a subnormal sum
+    assert tf.multiply(tf.constant(tiny), 1.0).numpy() == 0  # TensorFlow's own kernels flush (DAZ)
+    assert np.float32(tiny) * np.float32(1.0) != 0  # this thread does not
+    for isa in ("avx512", "avx2", "scalar"):
+        in_tensorflow = detgemm.matmul(a, b, isa=isa).numpy()
+        direct, _ = detgemm.kernel_matmul(a, b, isa=isa)
+        assert in_tensorflow.tolist() == direct.tolist() == [[0.0]], isa
+    assert np.float32(tiny) * np.float32(1.0) != 0  # and the caller's state is restored after the call
+    # the same flush on the layers' shapes: products with subnormal inputs, in and outside TensorFlow
+    x, w = operands(128, 512, 128, False, False, seed=4)
+    x[::3] *= np.float32(2.0**-125)
+    for isa in ("avx512", "avx2", "scalar"):
+        assert np.array_equal(detgemm.kernel_matmul(x, w, isa=isa)[0], detgemm.matmul(x, w, isa=isa).numpy()), isa
+
+
+# --- the build: present, of these sources, for this TensorFlow -----------------------------------------
+
+
+def test_the_makefile_builds_the_library_this_module_loads():
+    from conftest import ROOT
+
+    assert f"DETGEMM := pipeline/{detgemm.LIBRARY}\n" in (ROOT / "Makefile").read_text()
+    assert [path.name for path in detgemm.sources()] == ["detgemm_kernel.cc", "detgemm_kernel.h", "detgemm_op.cc"]
+
+
+def test_a_missing_or_stale_build_is_one_line_saying_make_setup(tmp_path):
+    import tensorflow as tf
+
+    package = tmp_path / "pipeline"
+    shutil.copytree(detgemm.PACKAGE / "native", package / "native", ignore=shutil.ignore_patterns("_*"))
+    library = package / detgemm.LIBRARY
+    with pytest.raises(NativeLibraryError, match=r"_detgemm.so: missing .*; `make setup` builds it$"):
+        detgemm.check_build(library, tf.__version__, package)
+    library.write_bytes(b"\x7fELF not ours")
+    with pytest.raises(NativeLibraryError, match=r"not a build of .*detgemm_\* \(no build record\); `make setup`"):
+        detgemm.check_build(library, tf.__version__, package)
+    shutil.copy2(detgemm.library_path(), library)
+    detgemm.check_build(library, tf.__version__, package)  # a build of these very sources
+    with pytest.raises(NativeLibraryError, match=r"built for TensorFlow [\d.]+, this is 9.9.9; `make setup` rebuilds"):
+        detgemm.check_build(library, "9.9.9", package)
+    kernel = package / "native" / "detgemm_kernel.cc"
+    kernel.write_text(kernel.read_text() + "\n// edited\n")
+    with pytest.raises(NativeLibraryError, match=r"built from other sources than .* now hold; `make setup` rebuilds"):
+        detgemm.check_build(library, tf.__version__, package)
+
+
+def test_an_experiment_in_dvcs_temporary_copy_uses_the_projects_build(tmp_path):
+    project, copy = tmp_path / "project", tmp_path / "project" / ".dvc" / "tmp" / "exps" / "tmpabc"
+    (copy / "pipeline").mkdir(parents=True)
+    assert detgemm.library_path(copy / "pipeline") == project / "pipeline" / detgemm.LIBRARY
+    assert detgemm.library_path(project / "pipeline") == project / "pipeline" / detgemm.LIBRARY
