@@ -91,7 +91,7 @@ def mode_params(params: Params, mode: str, batch: int | None = None, source: str
 
     The change is made on the params as plain values and checked by pipeline.config's own validator, so
     it raises pipeline.config.ParamsError when the params cannot run in that mode (portable needs one
-    thread per slice and slices of at most CHUNK examples), naming ``source`` and the key.
+    thread per slice), naming ``source`` and the key.
     """
     raw = params.model_dump()
     raw["numerics"]["mode"] = mode
@@ -231,9 +231,12 @@ def gemm_gflops(library: str, batch: int, inner: int, outer: int, seconds: float
     if library == "tensorflow":
         import tensorflow as tf
 
-        tf_a, tf_b = tf.constant(a), tf.constant(b)
-        batched = tf.function(lambda x, y: tf.linalg.matmul(x, y))
-        return _rate(lambda: batched(tf_a, tf_b).numpy(), flop, seconds)
+        from pipeline.layers import matmul  # the product the model runs in this process's numerics mode
+
+        # the 64 products as one of 64 times the rows: the same sums, and the op takes matrices only
+        tf_a, tf_b = tf.constant(a.reshape(-1, inner)), tf.constant(b)
+        stacked = tf.function(lambda x, y: matmul(x, y))
+        return _rate(lambda: stacked(tf_a, tf_b).numpy(), flop, seconds)
     if library == "torch":
         import torch
 
@@ -646,22 +649,26 @@ def _graph_profile(function: Callable, arguments: tuple, repeats: int) -> dict:
     """``function``'s graph: its time per call, its matrix products' time alone, and its operations by type."""
     import tensorflow as tf
 
+    from pipeline import detgemm
+
+    # TensorFlow's product (native numerics) and pipeline.detgemm's (portable), each redone as itself
+    products = {"MatMul": tf.linalg.matmul, "DetMatMul": detgemm.matmul}
     graph = function.get_concrete_function(*arguments).graph
     kinds: dict[str, int] = {}
     shapes = []
     for operation in graph.get_operations():
         kinds[operation.type] = kinds.get(operation.type, 0) + 1
-        if operation.type == "MatMul":
+        if operation.type in products:
             a, b = (tuple(t.shape) for t in operation.inputs)
-            shapes.append((a, b, operation.get_attr("transpose_a"), operation.get_attr("transpose_b")))
+            shapes.append((operation.type, a, b, operation.get_attr("transpose_a"), operation.get_attr("transpose_b")))
     rng = np.random.default_rng(0)
-    operands = [(tf.constant(rng.random(a, dtype=np.float32)), tf.constant(rng.random(b, dtype=np.float32)), ta, tb)
-                for a, b, ta, tb in shapes]
+    operands = [(products[kind], tf.constant(rng.random(a, dtype=np.float32)), tf.constant(rng.random(b, dtype=np.float32)),
+                 ta, tb) for kind, a, b, ta, tb in shapes]
 
     @tf.function
     def matmuls_only() -> tf.Tensor:
-        return tf.add_n([tf.reduce_sum(tf.matmul(a, b, transpose_a=ta, transpose_b=tb)[:1, :1])
-                         for a, b, ta, tb in operands])
+        return tf.add_n([tf.reduce_sum(product(a, b, transpose_a=ta, transpose_b=tb)[:1, :1])
+                         for product, a, b, ta, tb in operands])
 
     def median_ms(action: Callable[[], object], calls: int = 20) -> float:
         action()
@@ -669,9 +676,10 @@ def _graph_profile(function: Callable, arguments: tuple, repeats: int) -> dict:
 
     step_ms = median_ms(lambda: tf.nest.map_structure(lambda t: t.numpy(), function(*arguments)))
     matmul_ms = median_ms(lambda: matmuls_only().numpy())
-    others = sum(kinds.values()) - kinds.get("MatMul", 0)
+    matmuls = sum(kinds.get(kind, 0) for kind in products)
+    others = sum(kinds.values()) - matmuls
     return {
-        "step_ms": step_ms, "matmul_ms": matmul_ms, "matmuls": kinds.get("MatMul", 0), "other_ops": others,
+        "step_ms": step_ms, "matmul_ms": matmul_ms, "matmuls": matmuls, "other_ops": others,
         "other_ms_per_op": (step_ms - matmul_ms) / others * 1e3 if others else 0.0,
         "top_ops": dict(sorted(kinds.items(), key=lambda item: -item[1])[:12]),
     }

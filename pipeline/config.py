@@ -35,9 +35,6 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 
 # numerics.mode (pipeline.numerics): the same bytes on every x86-64 CPU, or this CPU's fastest kernels.
 Mode = Literal["portable", "native"]
-# The longest sum one matrix-product call may do in portable mode (pipeline.layers): Eigen keeps a
-# contraction of up to ~300 terms in one block on any CPU with at least 32 KB of L1 data cache.
-CHUNK = 256
 
 
 class ParamsError(PipelineError):
@@ -146,11 +143,6 @@ class Training(_Frozen):
     # Training steps per call into TensorFlow's graph: fewer returns to Python, the same arithmetic.
     steps_per_execution: PositiveInt
 
-    @property
-    def slice_size(self) -> int:
-        """Examples in each slice of a training batch (the last batch of an epoch may have fewer)."""
-        return -(-self.batch_size // self.parallel_slices)
-
 
 class Mnist(Training):
     # Random shifts of each training image by up to this fraction of its size (0: none). The LSTM
@@ -189,17 +181,6 @@ class Params(_Frozen):
     numerics: Numerics
     mnist: Mnist
     fable: Fable
-
-    @model_validator(mode="after")
-    def _portable_slices(self) -> Params:
-        for name in ("mnist", "fable"):
-            training = self.training(name)
-            if self.numerics.mode == "portable" and training.slice_size > CHUNK:
-                raise ValueError(
-                    f"{name}: batch_size / parallel_slices = {training.batch_size} / {training.parallel_slices} gives "
-                    f"slices of {training.slice_size} examples; numerics.mode portable sums a weight's gradient over "
-                    f"at most {CHUNK} (more parallel_slices, a smaller batch, or mode native)")
-        return self
 
     def training(self, task: str) -> Mnist | Fable:
         return getattr(self, task)

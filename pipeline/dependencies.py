@@ -4,6 +4,8 @@ A stage's code dependencies are the modules its entry point imports, transitivel
 statement stands (lazy imports inside functions included; ``if TYPE_CHECKING:`` blocks excluded), read
 from the source with :mod:`ast`, without importing anything. The task modules (one per model) are
 reached through ``pipeline.tasks.get_task``: a stage of one model depends on its own task module only.
+A module that loads a library built from C++ (``pipeline.detgemm``) names its sources in a top-level
+``NATIVE_SOURCES = "<glob relative to the package>"``; they are dependencies wherever the module is.
 
 ``tests/test_dependencies.py`` checks that every stage in dvc.yaml lists exactly these modules, so that
 editing any of them makes ``dvc status`` report the stage changed; and the training checkpoint's
@@ -41,6 +43,20 @@ NOT_DEPENDENCIES: dict[str, str] = {
     "pipeline.serving": "wraps the saved model as an MLflow pyfunc model when the run logs it; writes no DVC output",
     "pipeline.errors": "the exception base class: changes how a failure is reported, never an output",
 }
+
+
+NATIVE_SOURCES = "NATIVE_SOURCES"  # the variable a module names its C++ sources with
+NATIVE_SUFFIXES = (".cc", ".h")
+
+
+def native_sources(module: str) -> list[Path]:
+    """The C++ sources ``module`` declares (its top-level ``NATIVE_SOURCES`` glob: .cc and .h files), sorted."""
+    tree = ast.parse(module_path(module).read_text(encoding="utf-8"))
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == NATIVE_SOURCES for t in node.targets)
+                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+            return sorted(path for path in ROOT.glob(node.value.value) if path.suffix in NATIVE_SUFFIXES)
+    return []
 
 
 def imports(module: str) -> set[str]:
@@ -96,9 +112,11 @@ def closure(stage: str) -> set[str]:
 
 
 def code_dependencies(stage: str) -> list[str]:
-    """The source files of ``stage`` that can change its outputs, relative to the project root, sorted."""
-    return sorted(f"{PACKAGE}/{module_path(m).relative_to(ROOT).as_posix()}"
-                  for m in closure(stage) - NOT_DEPENDENCIES.keys())
+    """The source files of ``stage`` that can change its outputs (its modules and the C++ sources they
+    load), relative to the project root, sorted."""
+    modules = closure(stage) - NOT_DEPENDENCIES.keys()
+    files = [module_path(m) for m in modules] + [path for m in modules for path in native_sources(m)]
+    return sorted(f"{PACKAGE}/{path.relative_to(ROOT).as_posix()}" for path in files)
 
 
 def code_files(stage: str) -> list[Path]:

@@ -1,13 +1,16 @@
 """Layers whose arithmetic is the same on every x86-64 CPU: the LSTM, the logits and their initializers.
 
-TensorFlow's own kernels (Eigen's, with oneDNN off: ``pipeline.numerics``) are compiled for one
-instruction set, so an elementwise operation gives the same bits on any machine. A matrix product does
-too, except for one thing: Eigen cuts a long contraction (a sum over more than ~300 terms) into blocks
-sized from the CPU's L1 cache, and the blocks are summed in another order on a CPU with another cache
-(32 KB and 48 KB L1 differ from 512 terms on). So every matrix product here, forward and backward, sums
-over at most :data:`CHUNK` terms per call and adds the pieces in a fixed order; and the orthogonal
-initializer, whose QR decomposition would go through the same blocked products, is computed in plain
-float64 arithmetic instead.
+In ``portable`` numerics (``pipeline.numerics``, the default) every matrix product, forward and
+backward, is :func:`pipeline.detgemm.matmul`: each element one chain of fused multiply-adds over the
+summed dimension, in order, with the same bits on every x86-64 CPU whatever its instruction set (AVX-512,
+AVX2, none), cache sizes or core count, and sums of any length (a weight's gradient sums over the whole
+slice of the batch). The elementwise rest (gates, tanh, the optimizer) is TensorFlow's own Eigen
+kernels, compiled into the wheel for one instruction set. TensorFlow's Eigen matrix product is not used:
+it cuts sums of more than ~300 terms into blocks sized by the CPU's L1 cache (32 KB and 48 KB differ
+from 512 terms on) and, on this project's 2-core AVX-512 EPYC, runs at about half the op's rate. The
+orthogonal initializer, whose QR decomposition would go through blocked products too, is computed in
+plain float64 arithmetic instead. In ``native`` numerics the products are TensorFlow's (oneDNN's kernels
+for the CPU at hand).
 
 The layers compute what ``keras.layers.LSTM`` and ``keras.layers.Dense`` compute (same gates, same
 initial distributions), so a model built from them is the seeds' network.
@@ -21,58 +24,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline.config import CHUNK
+from pipeline import detgemm, numerics
 
 
-def _chunked_matmul(a: tf.Tensor, b: tf.Tensor, transpose_a: bool = False, transpose_b: bool = False) -> tf.Tensor:
-    """``a @ b`` (optionally transposed) as a sum of products over consecutive CHUNK-term pieces, in order.
-
-    The contracted dimension must be known when the graph is traced (a weight dimension, or the batch of
-    a training slice, which params.yaml bounds).
-    """
-    k = a.shape[0] if transpose_a else a.shape[-1]
-    if k is None:
-        raise ValueError("a portable matrix product needs the length of its sum when the graph is built")
-    if k <= CHUNK:
+def matmul(a: tf.Tensor, b: tf.Tensor, transpose_a: bool = False, transpose_b: bool = False) -> tf.Tensor:
+    """``op(a) @ op(b)``: pipeline.detgemm's product (its gradients are too), or TensorFlow's where this
+    process pinned ``native`` numerics. A process that loaded TensorFlow unpinned gets the portable one."""
+    if numerics.pinned_mode() == "native":
         return tf.linalg.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
-    parts = []
-    for start in range(0, k, CHUNK):
-        piece = slice(start, start + CHUNK)
-        part_a = a[piece] if transpose_a else a[:, piece]
-        part_b = b[:, piece] if transpose_b else b[piece]
-        parts.append(tf.linalg.matmul(part_a, part_b, transpose_a=transpose_a, transpose_b=transpose_b))
-    return tf.add_n(parts)
-
-
-@tf.custom_gradient
-def portable_matmul(x: tf.Tensor, w: tf.Tensor) -> tuple[tf.Tensor, Any]:
-    """``x @ w`` for activations ``x`` (batch × k) and a weight ``w`` (k × n), every sum ≤ CHUNK terms.
-
-    Gradients too: ``dx = g @ wᵀ`` sums over n (cut like the forward product), ``dw = xᵀ @ g`` sums over
-    the batch, which params.yaml keeps at most CHUNK per slice (``pipeline.config``).
-    """
-    def gradient(g: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return _chunked_matmul(g, w, transpose_b=True), tf.linalg.matmul(x, g, transpose_a=True)
-
-    return _chunked_matmul(x, w), gradient
-
-
-@tf.custom_gradient
-def project_sequence(x: tf.Tensor, w: tf.Tensor) -> tuple[tf.Tensor, Any]:
-    """``x @ w`` for every step of a sequence ``x`` (batch × steps × k) at once: one product of all steps.
-
-    The gradient of ``w`` sums over the batch for each step (at most CHUNK terms each) and adds the steps'
-    sums in order, as the step-by-step products would; ``dx`` sums over n in CHUNK pieces.
-    """
-    steps, k, n = x.shape[1], w.shape[0], w.shape[1]
-    batch = tf.shape(x)[0]
-
-    def gradient(g: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        dx = tf.reshape(_chunked_matmul(tf.reshape(g, (-1, n)), w, transpose_b=True), (batch, steps, k))
-        by_step = tf.linalg.matmul(tf.transpose(x, (1, 0, 2)), tf.transpose(g, (1, 0, 2)), transpose_a=True)
-        return dx, tf.add_n(tf.unstack(by_step))
-
-    return tf.reshape(_chunked_matmul(tf.reshape(x, (-1, k)), w), (batch, steps, n)), gradient
+    return detgemm.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
@@ -122,7 +82,7 @@ def gram_schmidt(a: np.ndarray) -> np.ndarray:
 
 @keras.saving.register_keras_serializable(package="pipeline")
 class LSTM(keras.layers.Layer):
-    """What ``keras.layers.LSTM(units, unroll=True)`` computes, every product through :func:`portable_matmul`.
+    """What ``keras.layers.LSTM(units, unroll=True)`` computes, every product through :func:`matmul`.
 
     Glorot-uniform input kernel, orthogonal recurrent kernel, zero bias but 1 for the forget gate
     (``unit_forget_bias``), sigmoid gates and tanh. The gates' columns are laid out i, f, o, then the
@@ -151,7 +111,7 @@ class LSTM(keras.layers.Layer):
         outputs = []
         # unstack and split (not indexing): their gradients are a concatenation, not a scatter into zeros.
         for x in tf.unstack(sequence, axis=1):
-            z = portable_matmul(x, kernel) + portable_matmul(h, recurrent_kernel) + bias
+            z = matmul(x, kernel) + matmul(h, recurrent_kernel) + bias
             gates, candidate = tf.split(z, [3 * units, units], axis=1)
             i, f, o = tf.split(tf.sigmoid(gates), 3, axis=1)
             c = f * c + i * tf.tanh(candidate)
@@ -181,7 +141,7 @@ class _ForgetBiasOne(keras.initializers.Initializer):
 @keras.saving.register_keras_serializable(package="pipeline")
 class Dense(keras.layers.Layer):
     """``keras.layers.Dense(units)`` without activation (glorot-uniform kernel, zero bias), through
-    :func:`portable_matmul`."""
+    :func:`matmul`."""
 
     def __init__(self, units: int, seed: int | None = None, **kwargs: Any):
         super().__init__(**kwargs)
@@ -193,7 +153,7 @@ class Dense(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
-        return portable_matmul(x, tf.convert_to_tensor(self.kernel)) + tf.convert_to_tensor(self.bias)
+        return matmul(x, tf.convert_to_tensor(self.kernel)) + tf.convert_to_tensor(self.bias)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return (*input_shape[:-1], self.units)

@@ -67,7 +67,8 @@ def recurrent_classifier(inputs: keras.KerasTensor, sequence: keras.KerasTensor,
     With ``training.parallel_slices`` > 1 the network runs on that many slices of the batch, with shared
     weights, and the logits are joined in batch order: every example gets the same output as without
     slicing. The layers are :mod:`pipeline.layers`', whose sums are the same on every CPU; each slice's
-    weight gradients sum over its own examples only (at most ``CHUNK``, checked by pipeline.config).
+    weight gradients sum over its own examples, and TensorFlow adds the slices' and steps' gradients
+    elementwise (AddN), the same way on every CPU.
     """
     stack = [LSTM(training.units, return_sequences=index < training.layers - 1, seed=training.seed + index,
                   name=f"lstm_{index + 1}") for index in range(training.layers)]

@@ -7,9 +7,8 @@ params.yaml chooses:
   into the wheel for one instruction set (AVX, no FMA), with oneDNN off both as graph rewrites
   (``TF_ENABLE_ONEDNN_OPTS=0``) and inside Eigen's matrix products
   (``TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL=false``); one thread per slice of the batch, because a
-  product split between threads sums in an order that depends on the CPU's caches; and products that
-  never sum over more than ``pipeline.config.CHUNK`` terms per call (``pipeline.layers``), the longest that Eigen
-  does not cut by L1 size; and no graph rewrite to approximate instructions (Grappler's arithmetic
+  product split between threads sums in an order that depends on the CPU's caches; every matrix product
+  ``pipeline.detgemm``'s (``pipeline.layers``), one in-order FMA chain per element; and no graph rewrite to approximate instructions (Grappler's arithmetic
   optimizer would turn RMSprop's ``x / sqrt(y)`` into ``x * rsqrt(y)``, from the CPU's ``rsqrtps``). Same bytes on every x86-64 CPU with AVX and FMA.
 - ``native``: oneDNN's kernels, which TensorFlow picks for this CPU (AVX2, AVX-512, AMX): faster,
   identical from run to run on one machine, different from machine to machine.
@@ -124,6 +123,11 @@ def pin(mode: Mode, parallel_slices: int, threads_per_slice: int, environ: Mutab
         # computes from the CPU's approximate rsqrtps: its bits differ between Intel, AMD and emulators.
         tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
     _pinned = wanted
+
+
+def pinned_mode() -> Mode | None:
+    """The mode :func:`pin` set in this process; None where it did not run (TensorFlow loaded unpinned)."""
+    return _pinned[0] if _pinned else None
 
 
 def pin_for(params: Params, model: str, stage: str) -> None:
