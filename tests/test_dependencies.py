@@ -37,6 +37,16 @@ def test_a_model_stage_depends_on_its_own_task_module_only():
     assert "pipeline/mnist.py" not in dependencies.code_dependencies("evaluate_fable")
 
 
+def test_a_module_that_loads_a_native_library_brings_its_cpp_sources():
+    from pipeline import detgemm
+
+    assert dependencies.native_sources("pipeline.detgemm") == detgemm.sources()
+    assert dependencies.native_sources("pipeline.layers") == []
+    for stage in ("train_mnist", "evaluate_fable"):
+        assert {f"pipeline/native/{path.name}" for path in detgemm.sources()} <= set(dependencies.code_dependencies(stage))
+    assert not any("native/" in path for path in dependencies.code_dependencies("prepare"))
+
+
 def test_exceptions_are_real_modules_with_a_reason():
     for module, reason in dependencies.NOT_DEPENDENCIES.items():
         assert dependencies.module_path(module).exists() and len(reason) > 20
@@ -59,6 +69,8 @@ def test_editing_a_module_changes_exactly_the_stages_that_import_it(trained_copy
     assert changed_stages(trained_copy) == set()
     for module, expected in [
         ("pipeline/layers.py", {"train_mnist", "train_fable", "evaluate_mnist", "evaluate_fable"}),
+        # the op's C++ (pipeline.detgemm's NATIVE_SOURCES), wherever pipeline.detgemm is imported
+        ("pipeline/native/detgemm_kernel.cc", {"train_mnist", "train_fable", "evaluate_mnist", "evaluate_fable"}),
         ("pipeline/idx.py", {"prepare"}),  # the IDX format: the MNIST task reads the prepared arrays only
         ("pipeline/splits.py", {"prepare", "train_mnist", "evaluate_mnist"}),
         ("pipeline/tracking.py", set()),  # MLflow only: listed in pipeline.dependencies.NOT_DEPENDENCIES
