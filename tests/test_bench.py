@@ -204,7 +204,7 @@ def test_each_phase_is_written_before_the_next_runs_and_a_failure_keeps_them(tmp
         on_disk_when_fable_ran.append(json.loads(output.read_text()))
         raise RuntimeError("worker fable failed (1):\nTraceback ...")
 
-    repro = {"wall_s": 170.4, "peak_rss_mb": {"train mnist": 900.0}, "mnist_test_accuracy": 0.99, "fable_accuracy": 0.99,
+    repro = {"wall_s": 170.4, "library_build_s": 12.6, "peak_rss_mb": {"train mnist": 900.0}, "mnist_test_accuracy": 0.99, "fable_accuracy": 0.99,
              "fable_ceiling": 0.99, "outputs_match_committed_dvc_lock": True}
     results = run_phases([Phase("dvc", "no-op", lambda: dvc, lambda d: f"{d['ratio']}×"),
                           Phase("fable", "to its ceiling", fable, lambda f: "never"),
@@ -213,7 +213,7 @@ def test_each_phase_is_written_before_the_next_runs_and_a_failure_keeps_them(tmp
     written = json.loads(output.read_text())
     assert written["dvc"] == dvc and written["repro"] == repro  # the phase after the failure still ran
     assert written["fable"] == {"error": "RuntimeError: worker fable failed (1):\nTraceback ..."} == results["fable"]
-    assert "\nfable: failed: RuntimeError: worker fable failed (1):\nfull dvc repro from empty: 2 min 50 s;" in written["table"]
+    assert "\nfable: failed: RuntimeError: worker fable failed (1):\nfull dvc repro from empty: 2 min 50 s (and 13 s to build the matrix product's library first);" in written["table"]
     assert benchmark.failed(results) == ["fable"]
     progress = capsys.readouterr().err.splitlines()
     assert progress[0:2] == ["bench: dvc (no-op) ...", "bench: dvc done in 0 s: 1.4×"]
@@ -322,5 +322,6 @@ def test_benchmark_without_torch_runs_every_part(trained_copy, tmp_path):
     assert results["fable"]["epochs_allowed"] == 2 and results["fable"]["mode"] == "portable"
     repro = results["repro"]  # a fresh clone of the shrunken project, run from empty
     assert repro["wall_s"] > 0 and {"train mnist", "train fable"} <= set(repro["peak_rss_mb"])
+    assert repro["library_build_s"] > 0  # the clone builds pipeline.detgemm's library as make setup does
     assert repro["peak_rss_mb"]["train mnist"] > 200  # TensorFlow's process, not the launcher
     assert 0 <= repro["mnist_test_accuracy"] <= 1 and repro["fable_ceiling"] > 0
