@@ -105,7 +105,9 @@ def _library() -> tuple[Any, ctypes.CDLL]:
         raise NativeLibraryError(f"{path}: cannot be loaded ({reason}); `make setup` rebuilds it") from None
     native = ctypes.CDLL(str(path))  # the same handle: dlopen loads a file once
     native.detgemm_resolved_isa.restype = native.detgemm_matmul.restype = ctypes.c_char_p
+    native.detgemm_lstm_cell.restype = ctypes.c_char_p
     tf.RegisterGradient("DetMatMul")(_gradient)
+    tf.RegisterGradient("DetLstmCell")(_cell_gradient)
     return module, native
 
 
@@ -113,6 +115,14 @@ def matmul(a: tf.Tensor, b: tf.Tensor, transpose_a: bool = False, transpose_b: b
            isa: str = "auto") -> tf.Tensor:
     """``op(a) @ op(b)`` for float32 matrices (rank 2), or batches of them (rank 3, the same batch size)."""
     return _library()[0].det_mat_mul(a, b, transpose_a=transpose_a, transpose_b=transpose_b, isa=isa)
+
+
+def lstm_cell(z: tf.Tensor, c_prev: tf.Tensor, isa: str = "auto") -> tuple[tf.Tensor, tf.Tensor]:
+    """``h, c`` of an LSTM step from its gates' product ``z`` (4 units x batch: i, f, o, candidate) and the
+    previous cell state (units x batch), feature-major: the op ``DetLstmCell``, one pass, the same bits on
+    every x86-64 CPU (``pipeline/native/detgemm_cell.cc``). Its gradient is TensorFlow's elementwise ops."""
+    h, c, _, _ = _library()[0].det_lstm_cell(z, c_prev, isa=isa)
+    return h, c
 
 
 def resolved_isa(isa: str = "auto") -> str:
@@ -132,6 +142,36 @@ def kernel_matmul(a: np.ndarray, b: np.ndarray, transpose_a: bool = False, trans
                                         ctypes.c_int64(n), ctypes.c_int64(k), a.ctypes.data_as(pointer),
                                         b.ctypes.data_as(pointer), c.ctypes.data_as(pointer))
     return c, used.decode()
+
+
+def kernel_lstm_cell(z: np.ndarray, c_prev: np.ndarray, isa: str = "auto") -> tuple[dict[str, np.ndarray], str]:
+    """The cell called directly on this thread, outside TensorFlow's executor: its outputs ``h``, ``c``,
+    ``activations`` and ``tanh_c``, and the instruction set it ran: for tests."""
+    z, c_prev = (np.ascontiguousarray(x, dtype=np.float32) for x in (z, c_prev))
+    outputs = {name: np.empty(like.shape, dtype=np.float32)
+               for name, like in (("h", c_prev), ("c", c_prev), ("activations", z), ("tanh_c", c_prev))}
+    pointer = ctypes.POINTER(ctypes.c_float)
+    used = _library()[1].detgemm_lstm_cell(isa.encode(), ctypes.c_int64(c_prev.size), z.ctypes.data_as(pointer),
+                                           c_prev.ctypes.data_as(pointer),
+                                           *(array.ctypes.data_as(pointer) for array in outputs.values()))
+    return outputs, used.decode()
+
+
+def _cell_gradient(operation: tf.Operation, dh: tf.Tensor | None, dc: tf.Tensor | None,
+                   *unused: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
+    """``dz``, ``dc_prev`` of DetLstmCell from its saved activations (the activations and tanh_c outputs
+    are internal: nothing differentiates them)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    _, c_prev = operation.inputs
+    _, _, activations, tanh_c = operation.outputs
+    dh = tf.zeros_like(tanh_c) if dh is None else dh
+    dc = tf.zeros_like(tanh_c) if dc is None else dc
+    i, f, o, g = tf.split(activations, 4, axis=0)
+    dc_total = dc + dh * o * (1 - tanh_c * tanh_c)
+    dz = tf.concat([dc_total * g * i * (1 - i), dc_total * c_prev * f * (1 - f), dh * tanh_c * o * (1 - o),
+                    dc_total * i * (1 - g * g)], axis=0)
+    return dz, dc_total * f
 
 
 def _gradient(operation: tf.Operation, gradient: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -110,18 +110,21 @@ class LSTM(keras.layers.Layer):
 
     def call(self, sequence: tf.Tensor) -> tf.Tensor:
         units = self.units
-        kernel, recurrent_kernel, bias = (tf.convert_to_tensor(w) for w in (self.kernel, self.recurrent_kernel, self.bias))
-        h = c = tf.zeros((tf.shape(sequence)[0], units), dtype=sequence.dtype)
+        # Feature-major: every state and step is (features, batch), so that each split below is a
+        # contiguous block (no copy), and one product per step gives the gates: the weights stacked
+        # (input kernel, recurrent kernel, bias) against the step's input, the state and a row of ones.
+        weights = tf.concat([tf.convert_to_tensor(self.kernel), tf.convert_to_tensor(self.recurrent_kernel),
+                             tf.convert_to_tensor(self.bias)[None, :]], axis=0)
+        batch = tf.shape(sequence)[0]
+        ones = tf.ones((1, batch), dtype=sequence.dtype)
+        h = c = tf.zeros((units, batch), dtype=sequence.dtype)
         outputs = []
         # unstack and split (not indexing): their gradients are a concatenation, not a scatter into zeros.
-        for x in tf.unstack(sequence, axis=1):
-            z = matmul(x, kernel) + matmul(h, recurrent_kernel) + bias
-            gates, candidate = tf.split(z, [3 * units, units], axis=1)
-            i, f, o = tf.split(tf.sigmoid(gates), 3, axis=1)
-            c = f * c + i * tf.tanh(candidate)
-            h = o * tf.tanh(c)
+        for x in tf.unstack(tf.transpose(sequence, [1, 2, 0]), axis=0):
+            z = matmul(weights, tf.concat([x, h, ones], axis=0), transpose_a=True)
+            h, c = detgemm.lstm_cell(z, c)
             outputs.append(h)
-        return tf.stack(outputs, axis=1) if self.return_sequences else h
+        return tf.transpose(tf.stack(outputs), [2, 0, 1]) if self.return_sequences else tf.transpose(h)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return (input_shape[0], input_shape[1], self.units) if self.return_sequences else (input_shape[0], self.units)

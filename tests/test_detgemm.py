@@ -139,7 +139,7 @@ def test_the_makefile_builds_the_library_this_module_loads():
     from conftest import ROOT
 
     assert f"DETGEMM := pipeline/{detgemm.LIBRARY}\n" in (ROOT / "Makefile").read_text()
-    assert [path.name for path in detgemm.sources()] == ["detgemm_kernel.cc", "detgemm_kernel.h", "detgemm_op.cc"]
+    assert [path.name for path in detgemm.sources()] == ["detgemm_cell.cc", "detgemm_kernel.cc", "detgemm_kernel.h", "detgemm_op.cc"]
 
 
 def test_a_missing_or_stale_build_is_one_line_saying_make_setup(tmp_path):

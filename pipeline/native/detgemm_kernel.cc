@@ -237,25 +237,6 @@ const KernDesc kAvx2Wide[] = {
     {KernAvx2<12, 1, true>, KernAvx2<12, 1, false>, 12, 8},
 };
 
-// MXCSR for the duration of one product: flush-to-zero and denormals-are-zero
-// on, round to nearest, every exception masked. The SIMD FMAs (and the scalar
-// path's fmaf, an FMA instruction on every CPU with FMA) round as MXCSR says,
-// so a subnormal input or partial sum would otherwise give bits that depend on
-// the calling thread's state. FTZ and DAZ on is what TensorFlow's executor sets
-// for its own kernels (port::ScopedFlushDenormal), so the product rounds like
-// every other operation of the graph; the caller's MXCSR is restored after.
-constexpr unsigned kMxcsr = 0x8000u /* FTZ */ | 0x1F80u /* masks */ | 0x0040u /* DAZ */;
-class FixedMxcsr {
- public:
-  FixedMxcsr() : saved_(_mm_getcsr()) { _mm_setcsr(kMxcsr); }
-  ~FixedMxcsr() { _mm_setcsr(saved_ | (_mm_getcsr() & 0x3Fu) /* keep raised flags */); }
-  FixedMxcsr(const FixedMxcsr&) = delete;
-  FixedMxcsr& operator=(const FixedMxcsr&) = delete;
-
- private:
-  const unsigned saved_;
-};
-
 Isa BestIsa() {
   static const Isa isa = [] {
     __builtin_cpu_init();
@@ -276,6 +257,13 @@ const char* IsaName(Isa isa) {
     case kAvx512: return "avx512";
     default: return "auto";
   }
+}
+
+Isa ParseIsa(const char* name) {
+  return !std::strcmp(name, "scalar") ? kScalar
+       : !std::strcmp(name, "avx2")   ? kAvx2
+       : !std::strcmp(name, "avx512") ? kAvx512
+                                      : kAuto;
 }
 
 Isa ResolveIsa(Isa requested) {

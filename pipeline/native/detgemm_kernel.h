@@ -15,9 +15,31 @@
 // No TensorFlow dependency: the TF op is detgemm_op.cc (pipeline/detgemm.py
 // loads it; the Makefile builds both into pipeline/native/_detgemm.so).
 #pragma once
+#include <xmmintrin.h>
+
 #include <cstdint>
 
 namespace detgemm {
+
+// MXCSR for the duration of one call of the library's kernels (a product, an LSTM cell): flush-to-zero
+// and denormals-are-zero on, round to nearest, every exception masked. The SIMD FMAs (and the scalar
+// path's fmaf, an FMA instruction on every CPU with FMA) round as MXCSR says,
+// so a subnormal input or partial sum would otherwise give bits that depend on
+// the calling thread's state. FTZ and DAZ on is what TensorFlow's executor sets
+// for its own kernels (port::ScopedFlushDenormal), so the kernels round like
+// every other operation of the graph; the caller's MXCSR is restored after.
+constexpr unsigned kMxcsr = 0x8000u /* FTZ */ | 0x1F80u /* masks */ | 0x0040u /* DAZ */;
+class FixedMxcsr {
+ public:
+  FixedMxcsr() : saved_(_mm_getcsr()) { _mm_setcsr(kMxcsr); }
+  ~FixedMxcsr() { _mm_setcsr(saved_ | (_mm_getcsr() & 0x3Fu) /* keep raised flags */); }
+  FixedMxcsr(const FixedMxcsr&) = delete;
+  FixedMxcsr& operator=(const FixedMxcsr&) = delete;
+
+ private:
+  const unsigned saved_;
+};
+
 
 enum Isa : int { kAuto = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3 };
 
@@ -26,6 +48,8 @@ enum Isa : int { kAuto = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3 };
 // lacks falls back to the best one it has.
 Isa ResolveIsa(Isa requested);
 const char* IsaName(Isa isa);
+// The op attr's and the test entry points' names ("auto", "scalar", "avx2", "avx512") as the enum.
+Isa ParseIsa(const char* name);
 
 // Row-major A, B, C with leading dimensions (elements).
 //  transpose_a=false: A is M x K (lda >= K); true: A is K x M (lda >= M)
@@ -35,5 +59,10 @@ const char* IsaName(Isa isa);
 Isa Gemm(Isa isa, bool transpose_a, bool transpose_b, int64_t M, int64_t N,
          int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
          float* C, int64_t ldc);
+
+// An LSTM cell's elementwise part over n elements per block (detgemm_cell.cc, op "DetLstmCell"):
+// z holds the 4 blocks i, f, o, g; writes h, c, tanh_c (n each) and the activated gates (4 n).
+Isa LstmCell(Isa isa, int64_t n, const float* z, const float* c_prev, float* h, float* c, float* act,
+             float* tanh_c);
 
 }  // namespace detgemm

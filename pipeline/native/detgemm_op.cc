@@ -15,14 +15,6 @@ using shape_inference::DimensionHandle;
 using shape_inference::InferenceContext;
 using shape_inference::ShapeHandle;
 
-// The isa attr's value (see REGISTER_OP below) as the kernel's enum.
-static detgemm::Isa ParseIsa(const char* isa) {
-  return !std::strcmp(isa, "scalar") ? detgemm::kScalar
-       : !std::strcmp(isa, "avx2")   ? detgemm::kAvx2
-       : !std::strcmp(isa, "avx512") ? detgemm::kAvx512
-                                     : detgemm::kAuto;
-}
-
 REGISTER_OP("DetMatMul")
     .Input("a: float")
     .Input("b: float")
@@ -71,7 +63,7 @@ class DetMatMulOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("transpose_b", &tb_));
     std::string isa;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("isa", &isa));
-    isa_ = ParseIsa(isa.c_str());
+    isa_ = detgemm::ParseIsa(isa.c_str());
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -130,10 +122,10 @@ extern "C" __attribute__((used)) const char detgemm_build[] =
 // outside TensorFlow (whose executor sets its own MXCSR around every kernel):
 // contiguous row-major op(A) @ op(B) into C (M x N); returns the ISA used.
 extern "C" const char* detgemm_resolved_isa(const char* requested) {
-  return detgemm::IsaName(detgemm::ResolveIsa(ParseIsa(requested)));
+  return detgemm::IsaName(detgemm::ResolveIsa(detgemm::ParseIsa(requested)));
 }
 extern "C" const char* detgemm_matmul(const char* isa, int transpose_a, int transpose_b, int64_t m,
                                       int64_t n, int64_t k, const float* a, const float* b, float* c) {
-  return detgemm::IsaName(detgemm::Gemm(ParseIsa(isa), transpose_a, transpose_b, m, n, k, a,
+  return detgemm::IsaName(detgemm::Gemm(detgemm::ParseIsa(isa), transpose_a, transpose_b, m, n, k, a,
                                         transpose_a ? m : k, b, transpose_b ? k : n, c, n));
 }
