@@ -4,20 +4,19 @@ In ``portable`` numerics (``pipeline.numerics``, the default) every matrix produ
 backward, is :func:`pipeline.detgemm.matmul`: each element one chain of fused multiply-adds over the
 summed dimension, in order, with the same bits on every x86-64 CPU whatever its instruction set (AVX-512,
 AVX2, none), cache sizes or core count, for sums of any length (a weight's gradient sums over the whole
-slice of the batch in one chain; the steps' and slices' gradients are then added elementwise). The
-elementwise rest (gates, tanh, the optimizer) is TensorFlow's own Eigen kernels, compiled into the
-wheel for one instruction set. TensorFlow's Eigen product is not used: it cuts sums of more than ~300
-terms into blocks sized by the CPU's L1 cache (32 KB and 48 KB differ from 512 terms on), so it was only
-portable in pieces of at most 256 terms, and it runs at half the op's rate here (59 against 115 GFLOP/s
-at the training step's shape on a 2-core AVX-512 EPYC). With the op, portable training runs at 0.95×
-native's samples/s and evaluation at 0.93× (``make bench``; 0.66× and 0.58× with Eigen's pieces): the
-price of committed results that every x86-64 machine reproduces byte for byte is 5–7 % here. The
-orthogonal initializer, whose QR decomposition would go through blocked products too, is computed in
-plain float64 arithmetic instead. In ``native`` numerics the products are TensorFlow's (oneDNN's kernels
-for the CPU at hand).
+slice of the batch in one chain; the steps' and slices' gradients are then added elementwise).
+TensorFlow's Eigen product is not used: it cuts sums of more than ~300 terms into blocks sized by the
+CPU's L1 cache (32 KB and 48 KB differ from 512 terms on). The LSTM step's elementwise part (gates,
+tanh, the new cell state) is one op too, :func:`pipeline.detgemm.lstm_cell`, in both modes: one pass
+over memory instead of ten TensorFlow kernels, which had cost evaluation half its time. The rest (the
+cell's gradient, the optimizer) is TensorFlow's own Eigen kernels, compiled into the wheel for one
+instruction set. With both ops, portable training runs at about 0.95× native's samples/s and evaluation
+at about 0.9× (``make bench``), both faster than PyTorch's ``nn.LSTM``. The orthogonal initializer, whose
+QR decomposition would go through blocked products, is computed in plain float64 arithmetic instead. In
+``native`` numerics the products are TensorFlow's (oneDNN's kernels for the CPU at hand).
 
 The layers compute what ``keras.layers.LSTM`` and ``keras.layers.Dense`` compute (same gates, same
-initial distributions), so a model built from them is the seeds' network.
+initial distributions; tanh and sigmoid within 3e-7), so a model built from them is the seeds' network.
 """
 
 from __future__ import annotations
@@ -90,9 +89,10 @@ class LSTM(keras.layers.Layer):
 
     Glorot-uniform input kernel, orthogonal recurrent kernel, zero bias but 1 for the forget gate
     (``unit_forget_bias``), sigmoid gates and tanh. The gates' columns are laid out i, f, o, then the
-    candidate cell, so one sigmoid covers the three gates. Unrolled over the (short, fixed) sequence: each
-    step one product of its input and one of the state. Returns the last step's output, or every step's
-    with ``return_sequences``.
+    candidate cell. Unrolled over the (short, fixed) sequence, feature-major: each step one product of
+    the stacked weights and the step's input, the state and a row of ones (the bias), then one
+    :func:`pipeline.detgemm.lstm_cell`. Returns the last step's output, or every step's with
+    ``return_sequences``.
     """
 
     def __init__(self, units: int, return_sequences: bool = False, seed: int | None = None, **kwargs: Any):

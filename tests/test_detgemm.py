@@ -132,6 +132,78 @@ def test_subnormals_are_flushed_whatever_the_callers_floating_point_state():
         assert np.array_equal(detgemm.kernel_matmul(x, w, isa=isa)[0], detgemm.matmul(x, w, isa=isa).numpy()), isa
 
 
+# --- the LSTM cell (DetLstmCell) ------------------------------------------------------------------------
+
+
+def cell_inputs(units: int, batch: int, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """A step's gate products (spread over the approximation's range, its clamp and its small-x branch)
+    and a previous cell state, feature-major."""
+    rng = np.random.default_rng(seed)
+    z = (rng.standard_normal((4 * units, batch)) * 4).astype(np.float32)
+    z.flat[:6] = [0.0, 1e-5, -3e-4, 20.0, -20.0, 7.9]
+    return z, rng.standard_normal((units, batch)).astype(np.float32)
+
+
+def reference_cell(z: np.ndarray, c_prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    units = len(c_prev)
+    z64 = z.astype(np.float64)
+    i, f, o = (1 / (1 + np.exp(-z64[k * units:(k + 1) * units])) for k in range(3))
+    c = f * c_prev + i * np.tanh(z64[3 * units:])
+    return o * np.tanh(c), c
+
+
+@pytest.mark.parametrize(("units", "batch"), [(128, 128), (128, 1000), (512, 1), (3, 37)])
+def test_the_cell_gives_the_same_bits_on_every_isa_in_and_outside_tensorflow(units, batch):
+    """Odd sizes leave a remainder to the scalar path after the vector ones; tanh and sigmoid within 3e-7."""
+    z, c_prev = cell_inputs(units, batch)
+    direct = {isa: detgemm.kernel_lstm_cell(z, c_prev, isa=isa)[0] for isa in ("avx512", "avx2", "scalar")}
+    for isa, outputs in direct.items():
+        h, c = detgemm.lstm_cell(z, c_prev, isa=isa)
+        assert np.array_equal(h.numpy(), outputs["h"]) and np.array_equal(c.numpy(), outputs["c"]), isa
+        assert all(np.array_equal(outputs[name], direct["scalar"][name]) for name in outputs), isa
+    h, c = reference_cell(z, c_prev)
+    assert np.abs(direct["scalar"]["h"] - h).max() < 1e-6 and np.abs(direct["scalar"]["c"] - c).max() < 1e-6
+
+
+def test_the_cells_activations_are_tanh_and_sigmoid_within_3e_7():
+    x = np.linspace(-12, 12, 240_001, dtype=np.float32)
+    z = np.zeros((4, x.size), dtype=np.float32)
+    z[0] = z[3] = x
+    activations = detgemm.kernel_lstm_cell(z, np.zeros((1, x.size), dtype=np.float32))[0]["activations"]
+    x64 = x.astype(np.float64)
+    assert np.abs(activations[0] - 1 / (1 + np.exp(-x64))).max() < 3e-7
+    assert np.abs(activations[3] - np.tanh(x64)).max() < 3e-7
+
+
+def test_the_cells_gradient_is_the_lstm_steps_gradient():
+    import tensorflow as tf
+
+    z, c_prev = (tf.constant(v) for v in cell_inputs(16, 9))
+    weights_h, weights_c = np.random.default_rng(6).standard_normal((2, 16, 9)).astype(np.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([z, c_prev])
+        h, c = detgemm.lstm_cell(z, c_prev)
+        fused = tf.reduce_sum(weights_h * h) + tf.reduce_sum(weights_c * c)
+        i, f, o, g = tf.split(z, 4, axis=0)
+        c_ops = tf.sigmoid(f) * c_prev + tf.sigmoid(i) * tf.tanh(g)
+        ops = tf.reduce_sum(weights_h * tf.sigmoid(o) * tf.tanh(c_ops)) + tf.reduce_sum(weights_c * c_ops)
+        h_only = tf.reduce_sum(h)  # c's gradient unconnected
+    for got, want in zip(tape.gradient(fused, [z, c_prev]), tape.gradient(ops, [z, c_prev]), strict=True):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=5e-6)
+    assert np.isfinite(tape.gradient(h_only, z).numpy()).all()
+
+
+def test_the_cell_flushes_subnormals_whatever_the_callers_floating_point_state():
+    z, c_prev = cell_inputs(4, 16)
+    z[:, ::2] = np.float32(2.0**-130)  # subnormal inputs: DAZ reads them as 0
+    c_prev[:, 1::2] = np.float32(2.0**-127)
+    for isa in ("avx512", "avx2", "scalar"):
+        direct = detgemm.kernel_lstm_cell(z, c_prev, isa=isa)[0]
+        h, c = detgemm.lstm_cell(z, c_prev, isa=isa)
+        assert np.array_equal(direct["h"], h.numpy()) and np.array_equal(direct["c"], c.numpy()), isa
+    assert np.float32(2.0**-130) * np.float32(1.0) != 0  # the caller's state is restored after the call
+
+
 # --- the build: present, of these sources, for this TensorFlow -----------------------------------------
 
 
