@@ -3,21 +3,22 @@
 Every stage that runs TensorFlow calls :func:`pin` before TensorFlow loads. ``numerics.mode`` in
 params.yaml chooses:
 
-- ``portable`` (the default, what dvc.lock is committed with): every matrix product is
-  ``pipeline.detgemm``'s op (``pipeline.layers``), each element one in-order chain of fused multiply-adds
-  with the same bits on every x86-64 CPU, whatever its instruction set, caches or cores; everything else
-  is TensorFlow's own Eigen kernels, compiled into the wheel for one instruction set (AVX, no FMA), with
-  oneDNN off both as graph rewrites (``TF_ENABLE_ONEDNN_OPTS=0``) and inside Eigen
-  (``TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL=false``); one thread per slice of the batch, because an
-  operation split between threads may sum in an order that depends on the CPU's caches; and no graph
-  rewrite to approximate instructions (Grappler's arithmetic optimizer would turn RMSprop's
-  ``x / sqrt(y)`` into ``x * rsqrt(y)``, from the CPU's ``rsqrtps``). Same bytes on every x86-64 CPU with
-  AVX and FMA. Its cost (``make bench``, 2-core AVX-512 EPYC): training at 0.95× native's samples/s and
-  evaluation at 0.93× (with Eigen's products before the op: 0.66× and 0.58×); 1.35× and 0.76× PyTorch's.
-  The default because the committed results are then everyone's: any x86-64 machine's ``dvc repro``
-  writes the same bytes, for 5–7 % of native's speed here.
+- ``portable`` (the default, what dvc.lock is committed with): every matrix product and every LSTM
+  cell's elementwise step are ``pipeline.detgemm``'s ops (``pipeline.layers``): in-order chains of fused
+  multiply-adds and a fixed sequence of IEEE operations, with the same bits on every x86-64 CPU, whatever
+  its instruction set, caches or cores; everything else is TensorFlow's own Eigen kernels, compiled into
+  the wheel for one instruction set (AVX, no FMA), with oneDNN off both as graph rewrites
+  (``TF_ENABLE_ONEDNN_OPTS=0``) and inside Eigen (``TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL=false``); one
+  thread per slice of the batch, because an operation split between threads may sum in an order that
+  depends on the CPU's caches; and no graph rewrite to approximate instructions (Grappler's arithmetic
+  optimizer would turn RMSprop's ``x / sqrt(y)`` into ``x * rsqrt(y)``, from the CPU's ``rsqrtps``).
+  Same bytes on every x86-64 CPU with AVX and FMA. Its cost against ``native`` is a few per cent of
+  samples/s, and both run faster than PyTorch's ``nn.LSTM`` (``make bench``; README, Benchmark): the
+  default because the committed results are then everyone's, any x86-64 machine's ``dvc repro`` writing
+  the same bytes.
 - ``native``: TensorFlow's own products and kernels, oneDNN's, which TensorFlow picks for this CPU (AVX2,
-  AVX-512, AMX): identical from run to run on one machine, different from machine to machine.
+  AVX-512, AMX), and the same LSTM cell op: identical from run to run on one machine, different from
+  machine to machine.
 
 Both hide GPUs (CUDA kernels are yet another arithmetic). A variable in the environment that would
 change the arithmetic (``ONEDNN_*``, ``TF_*``, ``OMP_*``, ``XLA_FLAGS``, ...) is overridden with one
