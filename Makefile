@@ -36,7 +36,7 @@ $(VENV)/.installed: requirements.txt
 
 $(DETGEMM): $(DETGEMM_SOURCES) $(VENV)/.installed | compiler
 	flags="$$($(BIN)/python -m pipeline.detgemm)" && \
-	  g++ -O3 -ffp-contract=off -fPIC -shared -Wall -Wextra -Wno-unused-parameter $(filter %.cc,$^) $$flags -o $@.tmp
+	  g++ -O3 -ffp-contract=off -fPIC -shared -Wall -Wextra -Wno-unused-parameter -Wno-psabi $(filter %.cc,$^) $$flags -o $@.tmp
 	mv $@.tmp $@
 
 compiler:
