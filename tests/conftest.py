@@ -31,7 +31,7 @@ def kill_at(point: str) -> dict[str, str]:
     return {"PIPELINE_KILL_AT": point, "PYTHONPATH": str(FAULTS)}
 
 # What a project copy needs to run `dvc repro`: the code, the pipeline and its configuration.
-PROJECT_FILES = ("pipeline", "bench", "dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".gitignore")
+PROJECT_FILES = ("pipeline", "bench", "dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".gitignore", "Makefile")
 
 
 @pytest.fixture(autouse=True)
