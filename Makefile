@@ -16,7 +16,7 @@ DETGEMM_SOURCES := $(sort $(wildcard pipeline/native/detgemm_*.cc pipeline/nativ
 # DVC stages run `python -m pipeline.…`: the virtual environment's python must come first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup python repro test browser qemu compiler bench
+.PHONY: setup python repro test browser qemu compiler bench team-up team-down team-status
 .DEFAULT_GOAL := repro
 
 setup: $(VENV)/.installed $(DETGEMM)
@@ -65,3 +65,14 @@ test: setup browser qemu
 bench: setup
 	python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	python -m bench.benchmark $(BENCH_ARGS)
+
+# The team stack on 127.0.0.1 (pipeline/team.py): PostgreSQL, an S3 server, `mlflow server` with basic-auth;
+# state, data and secrets in .team/ (or $$PIPELINE_TEAM_DIR). Then: source .team/env
+team-up: setup
+	python -m pipeline.team up
+
+team-down: setup
+	python -m pipeline.team down
+
+team-status: setup
+	python -m pipeline.team status

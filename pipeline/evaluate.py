@@ -17,6 +17,9 @@ from pipeline.tasks import Task, run_task_stage
 
 
 def evaluate(task: Task, params: Params) -> None:
+    from pipeline import tracking  # noqa: PLC0415 - MLflow loads only in the stages that track
+
+    tracking.require_server()  # a tracking server that is down or refuses the login: one line, before any work
     from pipeline import evaluation  # noqa: PLC0415 - TensorFlow loads here, after its kernels are pinned
 
     evaluation.run(task, params)

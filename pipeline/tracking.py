@@ -21,6 +21,7 @@ keeps the older); ``@latest``, the newest version, MLflow resolves itself (a res
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -101,19 +102,48 @@ def load_model_uri(uri: str, answers: str) -> mlflow.pyfunc.PyFuncModel:
     return model
 
 
-def require_server(uri: str, timeout: float = 10.0) -> None:
-    """For an ``http(s)://`` store: one quick request to its ``/health``, so that an unreachable server fails
-    in one line at once rather than after MLflow's minutes of retries."""
+# MLflow's own retries of a failed request (7, backing off from 2 s and doubling) take 4 minutes before an
+# error. An unreachable server is caught at once by require_server; these bound the wait for one that goes
+# away mid-run (a restart, an upgrade) to about a minute (2 + 4 + 8 + 16 + 32 s), each request to 30 s.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+def require_server(uri: str | None = None, timeout: float = 5.0, environ: Mapping[str, str] = os.environ) -> None:
+    """For an ``http(s)://`` store (``uri``, else :func:`tracking_uri`): quick requests to its ``/health`` and, as
+    ``$MLFLOW_TRACKING_USERNAME`` if set, to its API, so that an unreachable server or a refused login fails in
+    one line at once rather than after MLflow's minutes of retries or in the middle of a stage.
+    MLflow's retries of later requests are bounded (:data:`HTTP_DEFAULTS`, unless set)."""
+    uri = uri or tracking_uri(environ)
     if not uri.startswith(("http://", "https://")):
         return
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    base = uri.rstrip("/")
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
-            return
+        with urllib.request.urlopen(f"{base}/health", timeout=timeout):
+            pass
     except urllib.error.HTTPError:
-        return  # it answers: authentication and the rest are MLflow's to report
+        pass  # it answers
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: no MLflow server answers ({reason})") from None
+    user, password = environ.get("MLFLOW_TRACKING_USERNAME"), environ.get("MLFLOW_TRACKING_PASSWORD", "")
+    headers = {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()} if user else {}
+    request = urllib.request.Request(f"{base}/api/2.0/mlflow/experiments/search?max_results=1", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return
+    except urllib.error.HTTPError as error:
+        if error.code != 401:
+            return  # signed in (or no sign-in needed); what else is wrong MLflow reports
+    except (urllib.error.URLError, OSError):
+        return  # /health answered: MLflow's retries deal with a slow API
+    if user:
+        raise TrackingError(f"authentication failed for user {user} at {uri} (MLFLOW_TRACKING_USERNAME, "
+                            f"MLFLOW_TRACKING_PASSWORD)") from None
+    raise TrackingError(f"the MLflow server at {uri} requires a login: set MLFLOW_TRACKING_USERNAME and "
+                        f"MLFLOW_TRACKING_PASSWORD") from None
 
 
 def experiment_id(name: str, environ: Mapping[str, str] = os.environ) -> str:

@@ -18,6 +18,9 @@ from pipeline.tasks import Task, run_task_stage
 
 
 def train(task: Task, params: Params) -> None:
+    from pipeline import tracking  # noqa: PLC0415 - MLflow loads only in the stages that track
+
+    tracking.require_server()  # a tracking server that is down or refuses the login: one line, before any work
     from pipeline import training  # noqa: PLC0415 - TensorFlow loads here, after its kernels are pinned
 
     training.run(task, params)
