@@ -44,6 +44,17 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts): the owner of an MLflow run, a team server."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def run_stage(name: str) -> Iterator[None]:
     """Turn an error into one line on stderr and exit status 1, without a traceback (unless debugging).

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import PipelineError
-from pipeline.stage import duration, run_stage
+from pipeline.stage import duration, process_alive, run_stage
 from pipeline.tasks import TASK_NAMES
 
 DIRECTORY_ENV = "PIPELINE_TEAM_DIR"
@@ -185,23 +185,13 @@ def _postgres_binary(name: str) -> str:
     return str(Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / name)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _pid(file: Path) -> int | None:
     """The pid in ``file`` (its first line: also PostgreSQL's postmaster.pid) if that process is alive."""
     try:
         pid = int(file.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return pid if _alive(pid) else None
+    return pid if process_alive(pid) else None
 
 
 def listening(port: int) -> bool:
@@ -250,12 +240,12 @@ def _terminate(pid_file: Path, grace: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while _alive(pid) and time.monotonic() < deadline:
+        while process_alive(pid) and time.monotonic() < deadline:
             _reap(pid)
             time.sleep(0.1)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        while _alive(pid):
+        while process_alive(pid):
             _reap(pid)
             time.sleep(0.05)
     pid_file.unlink(missing_ok=True)
@@ -433,6 +423,8 @@ def start_mlflow(stack: Stack) -> None:
         "AWS_ACCESS_KEY_ID": stack.secrets["mlflow_s3_access_key"],
         "AWS_SECRET_ACCESS_KEY": stack.secrets["mlflow_s3_secret_key"],
         "AWS_DEFAULT_REGION": "us-east-1",
+        # MLflow's job runner (GenAI evaluation and scorers: a dozen worker processes) has nothing to do here.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
     command = [
         sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
@@ -482,8 +474,8 @@ def provision(stack: Stack) -> None:
         _unless_exists(lambda name=name: api(stack, "POST", "/api/2.0/mlflow/registered-models/create", {"name": name}))
         for resource_type, resource_id in (("experiment", found["experiment"]["experiment_id"]),
                                            ("registered_model", name)):
-            api(stack, "POST", "/api/3.0/mlflow/users/permissions/grant",
-                {"username": TRAINER, "resource_type": resource_type, "resource_id": resource_id, "permission": "EDIT"})
+            grant = {"username": TRAINER, "resource_type": resource_type, "resource_id": resource_id, "permission": "EDIT"}
+            _unless_exists(lambda grant=grant: api(stack, "POST", "/api/3.0/mlflow/users/permissions/grant", grant))
 
 
 # --- the stack ----------------------------------------------------------------------------------------

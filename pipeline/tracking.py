@@ -49,6 +49,7 @@ from pipeline.config import Params
 from pipeline.errors import PipelineError
 from pipeline.files import file_digest, json_digest
 from pipeline.reports import training_curves
+from pipeline.stage import process_alive
 from pipeline.tasks import Dataset, Evaluation, Task
 
 STORE_FILE = "mlflow.db"
@@ -280,23 +281,13 @@ def close_abandoned_runs(experiment: str) -> list[str]:
     client, host, closed = MlflowClient(), socket.gethostname(), []
     for run in client.search_runs([experiment], filter_string="attributes.status = 'RUNNING'"):
         pid = run.data.tags.get(PID_TAG)
-        if run.data.tags.get(HOST_TAG) != host or not (pid or "").isdigit() or _alive(int(pid)):
+        if run.data.tags.get(HOST_TAG) != host or not (pid or "").isdigit() or process_alive(int(pid)):
             continue
         client.set_tag(run.info.run_id, "pipeline.note", f"process {pid} died without ending this run; closed by the next attempt")
         client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
         print(f"MLflow run {run.info.run_id} was left RUNNING by process {pid}, which is gone: marked KILLED")
         closed.append(run.info.run_id)
     return closed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _owner_tags() -> dict[str, str]:

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -280,3 +281,108 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 120) -> 
                 return
         time.sleep(0.5)
     raise AssertionError(f"{url} did not answer in {timeout} s")
+
+
+def stack_directory() -> Path:
+    """A new directory for a team stack (pipeline.team) under /tmp, which PostgreSQL, run as ``nobody`` when
+    the tests run as root, can reach (pytest's own temporary directories are private to their owner)."""
+    directory = Path(tempfile.mkdtemp(prefix="team-", dir="/tmp"))
+    directory.chmod(0o755)
+    return directory
+
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--window-size=1600,1000")
+
+
+def _chromium() -> str:
+    chromium = shutil.which("chromium")
+    if not chromium:
+        pytest.skip("chromium is not installed (`make test` installs Debian's chromium)")
+    return chromium
+
+
+def chromium_page(url: str, screenshot: Path) -> str:
+    """The page's DOM after its scripts ran, and a screenshot of it, from headless Chromium."""
+    flags = [*CHROMIUM_FLAGS, f"--user-data-dir={screenshot.parent / 'chromium-profile'}", "--virtual-time-budget=20000"]
+    subprocess.run([_chromium(), *flags, f"--screenshot={screenshot}", url], capture_output=True, timeout=180)
+    dom = subprocess.run([_chromium(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180)
+    return dom.stdout
+
+
+def _onto_3_and_4(first: int, second: int) -> None:
+    """In a child before exec: ``first`` as fd 3, ``second`` as fd 4, both inherited (either may be 3 or 4 now)."""
+    import fcntl  # noqa: PLC0415
+
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (first, second)]
+    for target, fd in zip((3, 4), high):
+        os.dup2(fd, target)  # dup2's copy is inheritable
+
+
+def chromium_page_signed_in(url: str, screenshot: Path, authorization: str, until: str, timeout: float = 60) -> str:
+    """Like :func:`chromium_page`, signed in: every request of the page carries the ``Authorization`` header
+    (a user's login to a server with HTTP basic auth; credentials in the URL would break the page's own
+    requests). Driven through the DevTools protocol on a pipe (file descriptors 3 and 4, messages ending in
+    NUL); returns the DOM once its text holds ``until`` or ``timeout`` seconds have passed."""
+    import base64  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    commands_read, commands_write = os.pipe()
+    answers_read, answers_write = os.pipe()
+    process = subprocess.Popen(
+        [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={screenshot.parent / 'chromium-profile'}",
+         "--remote-debugging-pipe", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # the pipes onto 3 and 4 in the child (after fork, so close_fds would close them again: off)
+        close_fds=False, preexec_fn=lambda: _onto_3_and_4(commands_read, answers_write))
+    os.close(commands_read)
+    os.close(answers_write)
+    answers, pending, counter = os.fdopen(answers_read, "rb"), b"", iter(range(1, 1 << 30))
+
+    def send(method: str, session: str | None = None, **params: object) -> dict:
+        nonlocal pending
+        message_id = next(counter)
+        message = {"id": message_id, "method": method, "params": params} | ({"sessionId": session} if session else {})
+        os.write(commands_write, json.dumps(message).encode() + b"\0")
+        while True:
+            while b"\0" not in pending:
+                chunk = answers.read1(1 << 16)
+                if not chunk:
+                    raise AssertionError(f"chromium closed its DevTools pipe during {method}")
+                pending += chunk
+            raw, pending = pending.split(b"\0", 1)
+            answer = json.loads(raw)
+            if answer.get("id") == message_id:
+                if "error" in answer:
+                    raise AssertionError(f"{method}: {answer['error']}")
+                return answer["result"]
+
+    try:
+        (page,) = [target for target in send("Target.getTargets")["targetInfos"] if target["type"] == "page"]
+        session = send("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
+        send("Network.enable", session)
+        send("Network.setExtraHTTPHeaders", session, headers={"Authorization": authorization})
+        send("Page.enable", session)
+        send("Page.navigate", session, url=url)
+        deadline = time.monotonic() + timeout
+        text = ""
+        while time.monotonic() < deadline and until not in text:
+            time.sleep(1)
+            text = send("Runtime.evaluate", session, expression="document.body ? document.body.innerText : ''",
+                        returnByValue=True)["result"].get("value") or ""
+        time.sleep(1)  # the last requests' results drawn
+        shot = send("Page.captureScreenshot", session, format="png")["data"]
+        screenshot.write_bytes(base64.b64decode(shot))
+        return send("Runtime.evaluate", session, expression="document.documentElement.outerHTML",
+                    returnByValue=True)["result"]["value"]
+    finally:
+        with contextlib.suppress(OSError, AssertionError):
+            send("Browser.close")
+        os.close(commands_write)
+        answers.close()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import mlflow.pyfunc
 import pytest
-from conftest import free_port, wait_until_up
+from conftest import chromium_page, free_port, stack_directory, wait_until_up
 from mlflow.tracking import MlflowClient
+
+from pipeline import team
 
 
 @contextlib.contextmanager
@@ -39,37 +39,17 @@ def mlflow_server(backend: str, artifacts: Path) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-def postgres_binary(name: str) -> str | None:
-    return shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[-1:]), None)
-
-
 @contextlib.contextmanager
 def postgres() -> Iterator[str]:
-    """A throw-away PostgreSQL cluster on 127.0.0.1 (run as the `postgres` user when we are root)."""
-    initdb, pg_ctl = postgres_binary("initdb"), postgres_binary("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL is not installed (Debian package postgresql)")
-    as_user: list[str] = []
-    directory = Path(tempfile.mkdtemp(prefix="pg-", dir="/tmp"))
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        # runuser lives in /usr/sbin (util-linux), which a non-login PATH may leave out
-        runuser = shutil.which("runuser", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin") or "runuser"
-        as_user = [runuser, "-u", "postgres", "--"]
-        shutil.chown(directory, "postgres")
-    data, port = directory / "data", free_port()
-    run = lambda *command: subprocess.run([*as_user, *command], capture_output=True, text=True, timeout=120)  # noqa: E731
+    """A throw-away PostgreSQL on 127.0.0.1: the team stack's (pipeline.team) on its own."""
+    stack = team.load_or_create(stack_directory())
     try:
-        created = run(initdb, "-D", str(data), "-A", "trust", "-U", "mlflow")
-        if created.returncode != 0:
-            pytest.skip(f"PostgreSQL cannot start here: initdb failed: {created.stderr.strip()[-300:]}")
-        started = run(pg_ctl, "-D", str(data), "-w", "-l", str(directory / "log"), "-o",
-                      f"-c listen_addresses=127.0.0.1 -p {port} -k {directory}", "start")
-        if started.returncode != 0:
-            pytest.skip(f"PostgreSQL cannot start here: {started.stderr.strip()[-300:]}")
-        yield f"postgresql://mlflow@127.0.0.1:{port}/postgres"
+        team.start(stack, "postgres")
+        yield (f"postgresql://{team.DATABASE_USER}:{stack.secrets['database_password']}@127.0.0.1:"
+               f"{stack.ports['postgres']}/mlflow")
     finally:
-        run(pg_ctl, "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(directory, ignore_errors=True)
+        team.stop(stack, "postgres")
+        shutil.rmtree(stack.directory, ignore_errors=True)
 
 
 def test_pipeline_logs_to_an_mlflow_server_on_postgresql(trained_copy, tmp_path):
@@ -86,20 +66,6 @@ def test_pipeline_logs_to_an_mlflow_server_on_postgresql(trained_copy, tmp_path)
         assert len(mlflow.pyfunc.load_model(f"models:/{logged.model_id}").predict(["long ago ,"])) == 1
     # Nothing went to the local store: the server is where the team's runs are.
     assert len(trained_copy.runs("fable")) == 1
-
-
-def chromium_page(url: str, screenshot: Path) -> str:
-    """The page's DOM after its scripts ran, and a screenshot of it, from headless Chromium."""
-    chromium = shutil.which("chromium")
-    if not chromium:
-        pytest.skip("chromium is not installed (`make test` installs Debian's chromium)")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage", f"--user-data-dir={screenshot.parent / 'chromium-profile'}",
-             "--window-size=1600,1000", "--virtual-time-budget=20000"]
-    subprocess.run([chromium, *flags, f"--screenshot={screenshot}", url], capture_output=True, timeout=180)
-    dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180)
-    return dom.stdout
 
 
 def test_mlflow_ui_shows_runs_and_test_accuracy_in_a_browser(trained_project, tmp_path):

@@ -153,3 +153,17 @@ def test_an_unreachable_tracking_server_fails_at_once_in_one_line(http_server):
         require_server(closed)
     assert time.monotonic() - started < 5
     require_server("sqlite:///mlflow.db")  # a local store needs no server
+
+
+def test_a_refused_login_fails_at_once_naming_the_user(http_server):
+    from pipeline.tracking import TrackingError, require_server
+
+    http_server.routes = {"/health": Route(b"OK"),
+                          "/api/2.0/mlflow/experiments/search?max_results=1": Route(b"", status=401)}
+    url = http_server.base_url
+    with pytest.raises(TrackingError, match=rf"^authentication failed for user trainer at {url} "):
+        require_server(url, environ={"MLFLOW_TRACKING_USERNAME": "trainer", "MLFLOW_TRACKING_PASSWORD": "wrong"})
+    with pytest.raises(TrackingError, match=rf"^the MLflow server at {url} requires a login: set MLFLOW_TRACKING_USERNAME"):
+        require_server(url, environ={})
+    http_server.routes["/api/2.0/mlflow/experiments/search?max_results=1"] = Route(b"{}")
+    require_server(url, environ={"MLFLOW_TRACKING_USERNAME": "trainer", "MLFLOW_TRACKING_PASSWORD": "right"})

@@ -9,6 +9,9 @@ handler runs, nothing is flushed, exactly as ``kill -9`` from outside) at:
 - ``EPOCH:BATCH`` - after batch BATCH (1-based) of epoch EPOCH (1-based), mid-epoch;
 - ``EPOCH:checkpoint`` - right after the checkpoint of epoch EPOCH is written (the callback runs after it).
 
+``PIPELINE_PAUSE_AT=EPOCH:FILE`` instead pauses the stage after epoch EPOCH (its metrics logged): it creates
+FILE and goes on once FILE is deleted, so that a test can stop the tracking server at that point.
+
 Nothing of this is in the pipeline: it only offers ``pipeline.training.run(..., callbacks)``.
 """
 
@@ -21,6 +24,7 @@ import signal
 import sys
 
 VARIABLE = "PIPELINE_KILL_AT"
+PAUSE = "PIPELINE_PAUSE_AT"
 _TARGET = "pipeline.training"
 
 
@@ -58,11 +62,34 @@ def _killer(epoch: int, where: str):
     return Killer()
 
 
+def _pauser(epoch: int, file: str):
+    import time  # noqa: PLC0415
+
+    import keras  # noqa: PLC0415 - loaded already: pipeline.training imports it
+
+    class Pauser(keras.callbacks.Callback):
+        def on_epoch_end(self, index: int, logs: dict | None = None) -> None:
+            if index + 1 == epoch:
+                print(f"{PAUSE}: paused after epoch {epoch} until {file} is deleted", flush=True)
+                open(file, "w").close()
+                while os.path.exists(file):
+                    time.sleep(0.1)
+
+    return Pauser()
+
+
+def _fault():
+    if os.environ.get(VARIABLE):
+        return _killer(*_kill_point())
+    epoch, _, file = os.environ[PAUSE].partition(":")
+    return _pauser(int(epoch), file)
+
+
 def _wrap(training) -> None:
-    run, point = training.run, _kill_point()
+    run = training.run
 
     def run_then_kill(task, params, callbacks=()):
-        return run(task, params, [*callbacks, _killer(*point)])
+        return run(task, params, [*callbacks, _fault()])
 
     training.run = run_then_kill
 
@@ -85,5 +112,5 @@ class _AfterTrainingLoads(importlib.abc.MetaPathFinder):
         return spec
 
 
-if os.environ.get(VARIABLE):
+if os.environ.get(VARIABLE) or os.environ.get(PAUSE):
     sys.meta_path.insert(0, _AfterTrainingLoads())
