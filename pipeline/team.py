@@ -420,6 +420,9 @@ def _auth_config(stack: Stack) -> Path:
         f"admin_password = {stack.secrets['admin_password']}",
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
         "grant_default_workspace_access = false",
+        # A signed-in user's password is hashed again (PBKDF2, slow by design) only once a minute per worker,
+        # not at every request; a changed password reaches the other worker within that minute.
+        "auth_cache_ttl_seconds = 60",
     ])
     path = stack.path("basic_auth.ini")
     _write_private(path, text + "\n")
