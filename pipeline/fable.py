@@ -58,9 +58,9 @@ def generate(model: keras.Model, vocabulary: dict, start: Sequence[str], words: 
     """The ``start`` tokens, then ``words`` tokens each predicted from the previous ``n_input`` (greedy)."""
     n_input = model.input_shape[1]
     story = [vocabulary["dictionary"][token] for token in start]
+    logits = logits_function(model, batch_size=1)  # traced once: an eager call per token costs ~10 ms
     for _ in range(words):
-        logits = model(np.asarray([story[-n_input:]], dtype=np.int32), training=False)
-        story.append(int(np.argmax(logits[0])))
+        story.append(int(np.argmax(logits(np.asarray([story[-n_input:]], dtype=np.int32))[0])))
     reverse = vocabulary["reverse_dictionary"]
     return [reverse[str(index)] for index in story]
 
