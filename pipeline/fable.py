@@ -6,7 +6,7 @@ accuracy is judged on every window too, against the ceiling the vocabulary stage
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -54,13 +54,18 @@ def build_model(params: Params, data: TrainingData) -> keras.Model:
     return recurrent_classifier(inputs, sequence, training, data.classes, name="fable_lstm")
 
 
-def generate(model: keras.Model, vocabulary: dict, start: Sequence[str], words: int) -> list[str]:
-    """The ``start`` tokens, then ``words`` tokens each predicted from the previous ``n_input`` (greedy)."""
+def generate(model: keras.Model, vocabulary: dict, start: Sequence[str], words: int,
+             logits: Callable[[np.ndarray], np.ndarray] | None = None) -> list[str]:
+    """The ``start`` tokens, then ``words`` tokens each predicted from the previous ``n_input`` (greedy).
+
+    ``logits``: the model's :func:`logits_function`, for a caller that generates again and again (serving):
+    traced once, where an eager call of the model costs ~10 ms per token.
+    """
     n_input = model.input_shape[1]
     story = [vocabulary["dictionary"][token] for token in start]
+    logits = logits or logits_function(model, batch_size=1)
     for _ in range(words):
-        logits = model(np.asarray([story[-n_input:]], dtype=np.int32), training=False)
-        story.append(int(np.argmax(logits[0])))
+        story.append(int(np.argmax(logits(np.asarray([story[-n_input:]], dtype=np.int32))[0])))
     reverse = vocabulary["reverse_dictionary"]
     return [reverse[str(index)] for index in story]
 

@@ -111,8 +111,9 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(listing.encode()).hexdigest()
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
+def sha256_file(path: str | Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes (``md5``: what DVC 3 records for a file in dvc.lock)."""
+    digest = hashlib.new(algorithm, usedforsecurity=algorithm == "sha256")
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)

@@ -100,10 +100,12 @@ class StoryTeller(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         _pin(context.model_config)
-        from pipeline.saving import load_model  # noqa: PLC0415 - TensorFlow loads after _pin
+        from pipeline.inference import logits_function  # noqa: PLC0415 - TensorFlow loads after _pin
+        from pipeline.saving import load_model  # noqa: PLC0415
         from pipeline.text import load_vocabulary  # noqa: PLC0415
 
         self.model = load_model(context.artifacts["model"])
+        self.logits = logits_function(self.model, batch_size=1)  # traced at the first request, then reused
         self.vocabulary = load_vocabulary(context.artifacts["vocabulary"])
         self.n_input, self.words = context.model_config["n_input"], context.model_config["story_words"]
 
@@ -118,7 +120,7 @@ class StoryTeller(mlflow.pyfunc.PythonModel):
         from pipeline.text import detokenize, prompt_tokens  # noqa: PLC0415
 
         start = prompt_tokens(prompt, [], self.vocabulary, self.n_input, "the model's vocabulary")
-        story = generate(self.model, self.vocabulary, start, words)
+        story = generate(self.model, self.vocabulary, start, words, self.logits)
         return detokenize(story[self.n_input:], self.vocabulary["tokens"])
 
 

@@ -12,7 +12,8 @@ provenance tags) and tags it with the sha256 of the saved model file. The evalua
 run with that tag to add test metrics and reports: no run id ever enters a DVC-tracked file, so outputs
 stay byte-reproducible. When DVC skips the evaluate stage because the model's bytes were evaluated before
 (a resume that ended on the same bytes, ``dvc repro -f``), the train stage copies that evaluation's
-metrics into its run and says which run they come from.
+metrics into its run and says which run they come from; in a fresh clone, where no run has measured the
+model yet, they come from the committed evaluation (dvc.lock and ``metrics/``).
 
 Every evaluated run becomes a version of the registered model named after its task (``mnist``,
 ``fable``): alias ``champion`` on the best by test accuracy, moved only when a new version beats it (a tie
@@ -38,6 +39,7 @@ from typing import Any
 
 import mlflow
 import mlflow.pyfunc
+import yaml
 from filelock import FileLock
 from mlflow.entities import RunStatus
 from mlflow.entities.model_registry import ModelVersion
@@ -45,9 +47,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline import numerics
-from pipeline.config import Params
+from pipeline.config import ModelPaths, Params
 from pipeline.errors import PipelineError
-from pipeline.files import file_digest, json_digest
+from pipeline.files import file_digest, json_digest, read_json, sha256_file
 from pipeline.reports import training_curves
 from pipeline.stage import process_alive
 from pipeline.tasks import Dataset, Evaluation, Task
@@ -442,11 +444,12 @@ def log_evaluation(task: Task, params: Params, evaluation: Evaluation, run_id: s
 
 def carry_evaluation(task: Task, params: Params, run_id: str) -> str | None:
     """The test metrics of an earlier evaluation of the same model bytes, into the active run ``run_id``, which
-    is then registered; the run whose evaluate stage measured them is returned (None: no such evaluation).
+    is then registered; where they were measured is returned (None: no such evaluation).
 
     DVC skips the evaluate stage when the model file's bytes are unchanged (a resumed training that ends on
-    the bytes of an earlier run, ``dvc repro -f``, the same experiment twice): without this the run of that
-    training would end without test metrics.
+    the bytes of an earlier run, ``dvc repro -f``, the same experiment twice, a fresh clone's ``make repro``
+    of the committed lock): without this the run of that training would end without test metrics.
+    An earlier run of this store is preferred; else the evaluation committed in dvc.lock.
     """
     client = MlflowClient()
     run = client.get_run(run_id)
@@ -464,6 +467,36 @@ def carry_evaluation(task: Task, params: Params, run_id: str) -> str | None:
                                         f"whose test metrics (measured in run {source}) are copied here")
         register(task.name, run_id)
         return source
+    committed = committed_evaluation(params.paths_of(task.name))
+    if committed is None:
+        return None
+    stage, metrics = committed
+    commit = _git("rev-parse", "--short", "HEAD")
+    source = f"dvc.lock stage {stage}" + (f" at git commit {commit}" if commit else "")
+    _log_test_metrics(task, params, test_metrics(metrics), source)
+    mlflow.set_tag("pipeline.note", f"these model bytes are the ones {source} evaluated: DVC reuses that "
+                                    "evaluation, whose metrics file's numbers are copied here")
+    register(task.name, run_id)
+    return source
+
+
+def committed_evaluation(paths: ModelPaths, lock: Path = Path("dvc.lock")) -> tuple[str, dict[str, Any]] | None:
+    """The stage of ``lock`` that evaluated exactly the bytes now at ``paths.model`` into exactly the bytes now
+    at ``paths.metrics``, and those metrics (None: there is none, or a file is missing or unreadable).
+
+    A fresh clone has the committed lock and ``metrics/`` but an empty MLflow store: when its training ends on
+    the committed model bytes, DVC skips the evaluate stage and this is the evaluation it reuses.
+    """
+    try:
+        stages = yaml.safe_load(lock.read_text())["stages"]
+        model_md5, metrics_md5 = sha256_file(paths.model, "md5"), sha256_file(paths.metrics, "md5")
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    for name, stage in stages.items():
+        deps = {entry.get("path"): entry.get("md5") for entry in stage.get("deps", [])}
+        outs = {entry.get("path"): entry.get("md5") for entry in stage.get("outs", [])}
+        if deps.get(paths.model) == model_md5 and outs.get(paths.metrics) == metrics_md5:
+            return name, read_json(paths.metrics, TrackingError)
     return None
 
 

@@ -219,6 +219,17 @@ def make_project_copy(destination: Path, mirror: Path) -> ProjectCopy:
     return project
 
 
+def clone_project(source: Path, destination: Path, env: dict[str, str]) -> ProjectCopy:
+    """`git clone` of the project at ``source``, with the matrix product's library that the clone's `make setup`
+    would build from the same sources: this checkout's build (a build of other sources, e.g. uncommitted
+    edits, stops the train stage with one line when it loads)."""
+    from pipeline.detgemm import LIBRARY  # noqa: PLC0415 - only the tests that clone pay for importing TensorFlow
+
+    subprocess.run(["git", "clone", "-q", str(source), str(destination)], check=True)
+    shutil.copy2(ROOT / "pipeline" / LIBRARY, destination / "pipeline" / LIBRARY)
+    return ProjectCopy(root=destination, env=dict(env))
+
+
 @pytest.fixture
 def project(tmp_path: Path, mirror: Path) -> ProjectCopy:
     return make_project_copy(tmp_path / "project", mirror)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
 import yaml
-from conftest import ROOT, ProjectCopy, project_environment
-
-from pipeline.detgemm import LIBRARY
+from conftest import ROOT, clone_project, project_environment
 
 
 def outs(lock: dict) -> dict[str, str]:
@@ -23,11 +20,7 @@ def test_a_fresh_clone_reproduces_the_committed_lock(tmp_path, mirror):
     equals the committed one and `git status` stays clean (dvc.lock and metrics/ unchanged)."""
     committed = yaml.safe_load(subprocess.run(["git", "show", "HEAD:dvc.lock"], cwd=ROOT, capture_output=True,
                                               text=True, check=True).stdout)
-    clone = ProjectCopy(root=tmp_path / "clone", env=project_environment(mirror))
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone.root)], check=True)
-    # What the clone's `make setup` would build from the same sources: this checkout's build (a build of other
-    # sources, e.g. uncommitted edits, stops the train stage with one line when it loads)
-    shutil.copy2(ROOT / "pipeline" / LIBRARY, clone.root / "pipeline" / LIBRARY)
+    clone = clone_project(ROOT, tmp_path / "clone", project_environment(mirror))
     # --force: the evaluate stages too, whose committed metrics would otherwise be kept as up to date
     clone.dvc("repro", "--force", check=True)
     produced = yaml.safe_load((clone.root / "dvc.lock").read_text())

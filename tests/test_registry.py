@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import mlflow.pyfunc
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import clone_project
+
 from pipeline import tracking
+from pipeline.config import load_params
 
 
 class Echo(mlflow.pyfunc.PythonModel):
@@ -150,6 +154,38 @@ def test_the_same_bytes_again_reuse_the_evaluation_and_the_champion_follows_the_
     assert [v.run_id for v in versions(project, "mnist")] == [first.info.run_id, again.info.run_id, other.info.run_id]
     beaten = other.data.metrics["test_accuracy"] > first.data.metrics["test_accuracy"]
     assert aliases(MlflowClient()) == {"champion": "3" if beaten else "1", "latest": "3"}
+
+
+def test_a_fresh_clone_registers_the_committed_evaluation(trained_copy, tmp_path):
+    """A clone of a commit with dvc.lock and metrics/ (what `make repro` in a fresh clone of this project
+    meets): its training ends on the committed bytes, DVC skips both evaluate stages, and both runs still
+    get the committed test metrics, say so, and are registered with a champion."""
+    trained_copy.run("git", "add", "-A")
+    trained_copy.run("git", "commit", "-qm", "trained: dvc.lock and metrics")
+    clone = clone_project(trained_copy.root, tmp_path / "clone", trained_copy.env)
+    output = clone.dvc("repro").stdout
+    assert "Running stage 'train_mnist'" in output and "Running stage 'evaluate_mnist'" not in output
+    assert clone.run("git", "status", "--porcelain").stdout == ""  # the committed lock, reproduced
+    commit = clone.run("git", "rev-parse", "--short", "HEAD").stdout.strip()
+    for name in ("mnist", "fable"):
+        (run,) = clone.runs(name)
+        metrics = json.loads((clone.root / f"metrics/{name}.json").read_text())
+        assert run.data.metrics["test_accuracy"] == metrics["accuracy" if name == "fable" else "test_accuracy"]
+        assert run.data.tags[tracking.EVALUATED_BY_TAG] == f"dvc.lock stage evaluate_{name} at git commit {commit}"
+        (version,) = versions(clone, name)
+        assert version.run_id == run.info.run_id
+        assert aliases(MlflowClient(), name) == {"champion": "1", "latest": "1"}
+
+
+def test_an_evaluation_of_other_bytes_is_not_taken_from_the_lock(trained_copy, monkeypatch):
+    """The committed evaluation counts only for the exact model and metrics bytes dvc.lock records."""
+    monkeypatch.chdir(trained_copy.root)
+    paths = load_params().paths_of("mnist")
+    stage, metrics = tracking.committed_evaluation(paths)
+    assert stage == "evaluate_mnist" and metrics == json.loads(Path(paths.metrics).read_text())
+    assert tracking.committed_evaluation(paths, Path("no.lock")) is None
+    Path(paths.metrics).write_text(Path(paths.metrics).read_text() + " ")
+    assert tracking.committed_evaluation(paths) is None
 
 
 def test_cli_reads_registered_models(trained_project, tmp_path):
