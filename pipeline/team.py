@@ -212,7 +212,12 @@ def listening(port: int) -> bool:
         return probe.connect_ex((HOST, port)) == 0
 
 
-def _http_status(url: str, timeout: float = 3.0, headers: Mapping[str, str] | None = None) -> int | None:
+def authorization(user: str, password: str) -> str:
+    """The ``Authorization`` header's value that signs ``user`` in to a server with HTTP basic auth (MLflow's)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def http_status(url: str, timeout: float = 3.0, headers: Mapping[str, str] | None = None) -> int | None:
     """The HTTP status ``url`` answers with, None if nothing answers."""
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=dict(headers or {})), timeout=timeout) as answer:
@@ -225,12 +230,12 @@ def _http_status(url: str, timeout: float = 3.0, headers: Mapping[str, str] | No
 
 def _wait(what: str, check: Callable[[], bool], log: Path, pid_file: Path | None = None,
           timeout: float = START_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
         if check():
             return
-        if pid_file is not None and _pid(pid_file) is None and time.monotonic() > deadline - timeout + 2:
-            break
+        if pid_file is not None and _pid(pid_file) is None and time.monotonic() - began > 2:
+            break  # the server exited
         time.sleep(0.25)
     tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
     raise PipelineError(f"{what} did not start within {timeout:.0f} s; see {log}: {' | '.join(tail)}")
@@ -336,7 +341,7 @@ def _check_run(command: Sequence[str], what: str) -> None:
 
 
 def s3_running(stack: Stack) -> bool:
-    return _pid(stack.path("s3.pid")) is not None and _http_status(stack.s3_url) is not None
+    return _pid(stack.path("s3.pid")) is not None and http_status(stack.s3_url) is not None
 
 
 def start_s3(stack: Stack) -> None:
@@ -363,7 +368,7 @@ def start_s3(stack: Stack) -> None:
     ]
     log = stack.path("logs", "s3.log")
     _spawn(command, log, stack.path("s3.pid"), _server_environment(), data)
-    _wait("the S3 server (SeaweedFS)", lambda: _http_status(stack.s3_url) is not None, log, stack.path("s3.pid"))
+    _wait("the S3 server (SeaweedFS)", lambda: http_status(stack.s3_url) is not None, log, stack.path("s3.pid"))
     _create_buckets(stack, log)
 
 
@@ -406,7 +411,7 @@ def stop_s3(stack: Stack) -> None:
 
 
 def mlflow_running(stack: Stack) -> bool:
-    return _pid(stack.path("mlflow.pid")) is not None and _http_status(f"{stack.mlflow_url}/health") == 200
+    return _pid(stack.path("mlflow.pid")) is not None and http_status(f"{stack.mlflow_url}/health") == 200
 
 
 def _auth_config(stack: Stack) -> Path:
@@ -449,7 +454,7 @@ def start_mlflow(stack: Stack) -> None:
     ]
     log = stack.path("logs", "mlflow.log")
     _spawn(command, log, stack.path("mlflow.pid"), env, stack.directory)
-    _wait("the MLflow server", lambda: _http_status(f"{stack.mlflow_url}/health") == 200, log, stack.path("mlflow.pid"))
+    _wait("the MLflow server", lambda: http_status(f"{stack.mlflow_url}/health") == 200, log, stack.path("mlflow.pid"))
     provision(stack)
 
 
@@ -461,10 +466,10 @@ def api(stack: Stack, method: str, path: str, body: Mapping[str, object] | None 
         user: str = ADMIN, password: str | None = None) -> dict:
     """One call of the MLflow server's REST API as ``user`` (the admin by default); its JSON answer."""
     password = stack.secrets["admin_password"] if password is None else password
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(f"{stack.mlflow_url}{path}", data=data, method=method,
-                                     headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"})
+                                     headers={"Authorization": authorization(user, password),
+                                              "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as answer:
         return json.loads(answer.read() or b"{}")
 

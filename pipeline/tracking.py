@@ -22,7 +22,6 @@ keeps the older); ``@latest``, the newest version, MLflow resolves itself (a res
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
@@ -53,6 +52,7 @@ from pipeline.files import file_digest, json_digest, read_json, sha256_file
 from pipeline.reports import training_curves
 from pipeline.stage import process_alive
 from pipeline.tasks import Dataset, Evaluation, Task
+from pipeline.team import authorization
 
 STORE_FILE = "mlflow.db"
 ARTIFACTS_DIRECTORY = "mlruns"  # where MLflow itself puts them beside mlflow.db
@@ -132,7 +132,7 @@ def require_server(uri: str | None = None, timeout: float = 5.0, environ: Mappin
         reason = getattr(error, "reason", error)
         raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: no MLflow server answers ({reason})") from None
     user, password = environ.get("MLFLOW_TRACKING_USERNAME"), environ.get("MLFLOW_TRACKING_PASSWORD", "")
-    headers = {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()} if user else {}
+    headers = {"Authorization": authorization(user, password)} if user else {}
     request = urllib.request.Request(f"{base}/api/2.0/mlflow/experiments/search?max_results=1", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout):

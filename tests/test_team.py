@@ -7,21 +7,18 @@ one project on shrunken params trained against it. Each test prints the figures 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import (FAULTS, ProjectCopy, chromium_page, chromium_page_signed_in, make_project_copy, shrink,
-                      stack_directory)
+from conftest import (FAULTS, ProjectCopy, chromium_page, chromium_page_signed_in, clone_project, make_project_copy,
+                      shrink, stack_directory)
 from mlflow.tracking import MlflowClient
 
 from pipeline import team
@@ -77,23 +74,14 @@ def copy_of(project: ProjectCopy, root: Path) -> ProjectCopy:
 
 
 def clone(project: ProjectCopy, remote: Path, root: Path) -> ProjectCopy:
-    subprocess.run(["git", "clone", "-q", str(remote), str(root)], check=True, capture_output=True)
-    cloned = ProjectCopy(root=root, env=dict(project.env))
+    cloned = clone_project(remote, root, project.env)
     cloned.run("git", "config", "user.name", "test")
     cloned.run("git", "config", "user.email", "test@example.invalid")
-    # What `make setup` builds in a clone (git-ignored): the matrix product's library, copied to save its build.
-    library = Path("pipeline/native/_detgemm.so")
-    shutil.copy2(project.root / library, cloned.root / library)
     return cloned
 
 
-def status(url: str, user: str | None = None, password: str = "") -> int:
-    headers = {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()} if user else {}
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as answer:
-            return answer.status
-    except urllib.error.HTTPError as error:
-        return error.code
+def status(url: str, user: str | None = None, password: str = "") -> int | None:
+    return team.http_status(url, timeout=10, headers={"Authorization": team.authorization(user, password)} if user else None)
 
 
 def test_up_is_idempotent_writes_the_client_env_and_refuses_anonymous_requests(stack):
@@ -332,7 +320,7 @@ def test_credentials_reach_no_git_params_tags_dvc_files_or_logs(stack, team_proj
 
 
 def test_the_server_ui_shows_the_experiments_after_a_login(stack, team_project, tmp_path):
-    login = "Basic " + base64.b64encode(f"trainer:{stack.secrets['trainer_password']}".encode()).decode()
+    login = team.authorization("trainer", stack.secrets["trainer_password"])
     page = chromium_page_signed_in(f"{stack.mlflow_url}/#/experiments", tmp_path / "experiments.png", login, until="mnist")
     assert "fable" in page and "mnist" in page, page[-2000:]
     assert "trainer" in page  # who is signed in
