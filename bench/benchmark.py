@@ -107,20 +107,30 @@ def ratios(implementations: dict[str, dict]) -> dict[str, dict[str, float]]:
     result = {}
     for key, numerator, denominator in pairs:
         if numerator in implementations and denominator in implementations:
-            result[key] = {part: implementations[numerator][f"{part}_samples_per_s"]
-                           / implementations[denominator][f"{part}_samples_per_s"] for part in ("train", "eval")}
+            result[key] = {
+                part: implementations[numerator][f"{part}_samples_per_s"]
+                / implementations[denominator][f"{part}_samples_per_s"]
+                for part in ("train", "eval")
+            }
     return result
 
 
 # --- what the phases need, checked before any of them runs --------------------------------------------
 
 # The fetch stages' layout of a mirror (pipeline.fetch), for the line that asks for one.
-MIRROR_HINT = (f"set {MIRROR_ENV} to an offline mirror laid out as mnist/<file>.gz and fable/<file> "
-               "(README: Quick start), or leave the phase out with --skip repro")
+MIRROR_HINT = (
+    f"set {MIRROR_ENV} to an offline mirror laid out as mnist/<file>.gz and fable/<file> "
+    "(README: Quick start), or leave the phase out with --skip repro"
+)
 
 
-def missing_prerequisites(params: Params, skip: Collection[str], environ: Mapping[str, str] = os.environ,
-                          source: Path = Path(), timeout: float = 5.0) -> list[str]:
+def missing_prerequisites(
+    params: Params,
+    skip: Collection[str],
+    environ: Mapping[str, str] = os.environ,
+    source: Path = Path(),
+    timeout: float = 5.0,
+) -> list[str]:
     """One line for each thing a phase that will run needs and does not have, saying what to do; [] if none.
 
     The data is read with the pipeline's own readers (a file that is there but unreadable counts as
@@ -138,8 +148,10 @@ def missing_prerequisites(params: Params, skip: Collection[str], environ: Mappin
         except (OSError, ValueError) as error:
             unreadable[split] = f"{error.strerror}: {error.filename}" if isinstance(error, OSError) else str(error)
     if unreadable:
-        problems.append(f"{prepared}: the prepared MNIST split(s) {', '.join(unreadable)} cannot be read "
-                        f"({next(iter(unreadable.values()))}): run `dvc repro` first")
+        problems.append(
+            f"{prepared}: the prepared MNIST split(s) {', '.join(unreadable)} cannot be read "
+            f"({next(iter(unreadable.values()))}): run `dvc repro` first"
+        )
     if "fable" not in skip:
         for read in (lambda: read_text(params.paths.fable.raw), lambda: load_vocabulary(params.paths.fable.vocabulary)):
             try:
@@ -149,12 +161,16 @@ def missing_prerequisites(params: Params, skip: Collection[str], environ: Mappin
     if "repro" not in skip:
         head = subprocess.run(["git", "-C", str(source), "rev-parse", "--verify", "-q", "HEAD"], capture_output=True)
         if head.returncode != 0:
-            problems.append(f"the full-repro phase clones the last commit of {source.resolve()}, which has none "
-                            f"(not a git repository?): commit first, or leave the phase out with --skip repro")
+            problems.append(
+                f"the full-repro phase clones the last commit of {source.resolve()}, which has none "
+                f"(not a git repository?): commit first, or leave the phase out with --skip repro"
+            )
         unreachable = unreachable_data(params, environ.get(MIRROR_ENV) or None, timeout)
         if unreachable:
-            problems.append(f"the full-repro phase's fresh clone fetches the data, and no source answers for "
-                            f"{', '.join(unreachable)} ({next(iter(unreachable.values()))}): {MIRROR_HINT}")
+            problems.append(
+                f"the full-repro phase's fresh clone fetches the data, and no source answers for "
+                f"{', '.join(unreachable)} ({next(iter(unreachable.values()))}): {MIRROR_HINT}"
+            )
     return problems
 
 
@@ -298,7 +314,9 @@ class Ours:
         self.steps_per_execution = int(self.model.steps_per_execution)
         # One untimed execution, then at least ``train_batches`` timed batches in whole executions.
         self.skip_batches = self.steps_per_execution
-        self.total_batches = self.skip_batches + self.steps_per_execution * math.ceil(train_batches / self.steps_per_execution)
+        self.total_batches = self.skip_batches + self.steps_per_execution * math.ceil(
+            train_batches / self.steps_per_execution
+        )
         self.x, self.y = bench_batches(x, y, self.batch, self.total_batches)
         self.batches = epoch_batches(Examples(self.x, self.y), params.mnist.seed, range(1), self.batch)
         self.x_eval = load_split(params.paths.mnist.prepared, "test")[0][:eval_samples]
@@ -314,11 +332,14 @@ class Ours:
             def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
                 marks.append((batch, time.perf_counter()))
 
-        self.model.fit(self.batches, steps_per_epoch=self.total_batches, epochs=1, shuffle=False, verbose=0,
-                       callbacks=[Clock()])
+        self.model.fit(
+            self.batches, steps_per_epoch=self.total_batches, epochs=1, shuffle=False, verbose=0, callbacks=[Clock()]
+        )
         if marks[0][0] != self.skip_batches - 1 or marks[-1][0] != self.total_batches - 1:
-            raise RuntimeError(f"fit reported batches {marks[0][0]}..{marks[-1][0]}, expected "
-                               f"{self.skip_batches - 1}..{self.total_batches - 1}")
+            raise RuntimeError(
+                f"fit reported batches {marks[0][0]}..{marks[-1][0]}, expected "
+                f"{self.skip_batches - 1}..{self.total_batches - 1}"
+            )
         return timed_span(marks, self.batch)
 
     def evaluate(self) -> None:
@@ -328,11 +349,18 @@ class Ours:
         import keras
         import tensorflow as tf
 
-        return {"steps": self.x.shape[1], "features": self.x.shape[2], "steps_per_execution": self.steps_per_execution, "skip_batches": self.skip_batches,
-                "total_batches": self.total_batches, "inference_batch": self.inference_batch,
-                "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-                "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-                "tensorflow": tf.__version__, "keras": keras.__version__}
+        return {
+            "steps": self.x.shape[1],
+            "features": self.x.shape[2],
+            "steps_per_execution": self.steps_per_execution,
+            "skip_batches": self.skip_batches,
+            "total_batches": self.total_batches,
+            "inference_batch": self.inference_batch,
+            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+        }
 
 
 def cores() -> int:
@@ -420,8 +448,9 @@ def throughput_worker(args: argparse.Namespace) -> None:
             answer({"unavailable": f"torch cannot be imported ({error}): PyTorch not measured, no ratios to it"})
             return
         params = mode_params(params, "native", args.batch, args.params)  # native: no constraint on slices to meet
-        implementation: Ours | Torch = Torch(params, args.total_batches, args.skip_batches, args.eval_samples,
-                                             args.inference_batch)
+        implementation: Ours | Torch = Torch(
+            params, args.total_batches, args.skip_batches, args.eval_samples, args.inference_batch
+        )
         libraries = ("torch",)
     else:
         from pipeline.numerics import pin_for
@@ -433,8 +462,12 @@ def throughput_worker(args: argparse.Namespace) -> None:
 
     def one_round() -> dict:
         train_seconds, train_samples = implementation.train()
-        return {"train_seconds": train_seconds, "train_samples": train_samples,
-                "eval_seconds": timed(implementation.evaluate), "eval_samples": len(implementation.x_eval)}
+        return {
+            "train_seconds": train_seconds,
+            "train_samples": train_samples,
+            "eval_seconds": timed(implementation.evaluate),
+            "eval_samples": len(implementation.x_eval),
+        }
 
     one_round()  # builds graphs, warms caches: not timed
     answer({"ready": implementation.describe()})
@@ -444,8 +477,13 @@ def throughput_worker(args: argparse.Namespace) -> None:
         if command == "round":
             answer(one_round())
         elif command == "gemm":
-            answer({"gemm_gflops": {library: gemm_gflops(library, params.mnist.batch_size, inner, outer)
-                                    for library in libraries}})
+            answer(
+                {
+                    "gemm_gflops": {
+                        library: gemm_gflops(library, params.mnist.batch_size, inner, outer) for library in libraries
+                    }
+                }
+            )
         elif command == "quit":
             break
         else:
@@ -458,14 +496,21 @@ class Worker:
     def __init__(self, name: str, arguments: Sequence[str]):
         self.name, self.log = name, tempfile.TemporaryFile(mode="w+", encoding="utf-8")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.benchmark", *arguments], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self.log, text=True, encoding="utf-8", bufsize=1)
+            [sys.executable, "-m", "bench.benchmark", *arguments],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            encoding="utf-8",
+            bufsize=1,
+        )
 
     def receive(self) -> dict:
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"benchmark worker {self.name} ended ({self.process.wait()}) without answering:\n"
-                               f"{self.stderr_tail()}")
+            raise RuntimeError(
+                f"benchmark worker {self.name} ended ({self.process.wait()}) without answering:\n{self.stderr_tail()}"
+            )
         return json.loads(line)
 
     def ask(self, command: str) -> dict:
@@ -489,8 +534,15 @@ class Worker:
         self.log.close()
 
 
-def throughput(params_path: str, params: Params, modes: Sequence[str], batch: int, train_batches: int,
-               evaluation_samples: int, repeats: int) -> dict:
+def throughput(
+    params_path: str,
+    params: Params,
+    modes: Sequence[str],
+    batch: int,
+    train_batches: int,
+    evaluation_samples: int,
+    repeats: int,
+) -> dict:
     """samples/s of each implementation, each in its own warmed-up worker, timed in turns ``repeats`` times."""
     common = ["--params", params_path, "--batch", str(batch), "--eval-samples", str(evaluation_samples)]
     notes: list[str] = []
@@ -517,9 +569,20 @@ def throughput(params_path: str, params: Params, modes: Sequence[str], batch: in
         if importlib.util.find_spec("torch") is None:
             torch_note = TORCH_MISSING
         else:
-            worker = Worker(TORCH, ["--worker", "torch", "--total-batches", str(layout["total_batches"]),
-                                    "--skip-batches", str(layout["skip_batches"]),
-                                    "--inference-batch", str(layout["inference_batch"]), *common])
+            worker = Worker(
+                TORCH,
+                [
+                    "--worker",
+                    "torch",
+                    "--total-batches",
+                    str(layout["total_batches"]),
+                    "--skip-batches",
+                    str(layout["skip_batches"]),
+                    "--inference-batch",
+                    str(layout["inference_batch"]),
+                    *common,
+                ],
+            )
             stack.callback(worker.close)
             answer = worker.receive()
             if "unavailable" in answer:
@@ -558,7 +621,8 @@ def throughput(params_path: str, params: Params, modes: Sequence[str], batch: in
     from pipeline.numerics import describe
 
     return {
-        "batch_size": batch, "repeats": repeats,
+        "batch_size": batch,
+        "repeats": repeats,
         "steps_per_execution": layout["steps_per_execution"],
         "timed_batches_per_round": layout["total_batches"] - layout["skip_batches"],
         "parallel_slices": params.mnist.parallel_slices,
@@ -566,7 +630,8 @@ def throughput(params_path: str, params: Params, modes: Sequence[str], batch: in
         "numerics": {mode: describe(mode) for mode in runnable},
         "implementations": implementations,
         "ratios": ratios(implementations),
-        "gemm_gflops": gemm, "gemm_limit_gflops": limit,
+        "gemm_gflops": gemm,
+        "gemm_limit_gflops": limit,
         "gemm_limit_train_samples_per_s": limit * 1e9 / flops,
         "torch": torch_note or "measured",
         "notes": notes,
@@ -580,12 +645,17 @@ def one_shot(kind: str, arguments: Sequence[str]) -> dict:
     """Run ``--worker kind`` to its end in a process of its own and return the JSON it wrote."""
     with tempfile.TemporaryDirectory() as scratch, open(Path(scratch) / "stderr", "w+", encoding="utf-8") as log:
         output = Path(scratch) / "result.json"
-        done = subprocess.run([sys.executable, "-m", "bench.benchmark", "--worker", kind, *arguments,
-                               "--json-out", str(output)], stdout=log, stderr=subprocess.STDOUT, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.benchmark", "--worker", kind, *arguments, "--json-out", str(output)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
         if done.returncode != 0:
             log.seek(0)
-            raise RuntimeError(f"benchmark worker {kind} failed ({done.returncode}):\n"
-                               + "\n".join(log.read().splitlines()[-30:]))
+            raise RuntimeError(
+                f"benchmark worker {kind} failed ({done.returncode}):\n" + "\n".join(log.read().splitlines()[-30:])
+            )
         return json.loads(output.read_text())
 
 
@@ -662,13 +732,22 @@ def _graph_profile(function: Callable, arguments: tuple, repeats: int) -> dict:
             a, b = (tuple(t.shape) for t in operation.inputs)
             shapes.append((operation.type, a, b, operation.get_attr("transpose_a"), operation.get_attr("transpose_b")))
     rng = np.random.default_rng(0)
-    operands = [(products[kind], tf.constant(rng.random(a, dtype=np.float32)), tf.constant(rng.random(b, dtype=np.float32)),
-                 ta, tb) for kind, a, b, ta, tb in shapes]
+    operands = [
+        (
+            products[kind],
+            tf.constant(rng.random(a, dtype=np.float32)),
+            tf.constant(rng.random(b, dtype=np.float32)),
+            ta,
+            tb,
+        )
+        for kind, a, b, ta, tb in shapes
+    ]
 
     @tf.function
     def matmuls_only() -> tf.Tensor:
-        return tf.add_n([tf.reduce_sum(product(a, b, transpose_a=ta, transpose_b=tb)[:1, :1])
-                         for product, a, b, ta, tb in operands])
+        return tf.add_n(
+            [tf.reduce_sum(product(a, b, transpose_a=ta, transpose_b=tb)[:1, :1]) for product, a, b, ta, tb in operands]
+        )
 
     def median_ms(action: Callable[[], object], calls: int = 20) -> float:
         action()
@@ -679,7 +758,10 @@ def _graph_profile(function: Callable, arguments: tuple, repeats: int) -> dict:
     matmuls = sum(kinds.get(kind, 0) for kind in products)
     others = sum(kinds.values()) - matmuls
     return {
-        "step_ms": step_ms, "matmul_ms": matmul_ms, "matmuls": matmuls, "other_ops": others,
+        "step_ms": step_ms,
+        "matmul_ms": matmul_ms,
+        "matmuls": matmuls,
+        "other_ops": others,
         "other_ms_per_op": (step_ms - matmul_ms) / others * 1e3 if others else 0.0,
         "top_ops": dict(sorted(kinds.items(), key=lambda item: -item[1])[:12]),
     }
@@ -687,6 +769,7 @@ def _graph_profile(function: Callable, arguments: tuple, repeats: int) -> dict:
 
 def dvc_no_op(repeats: int) -> dict:
     """Wall time of a no-op `dvc repro` here, next to the same in a one-stage DVC project."""
+
     def no_op_seconds(cwd: Path) -> list[float]:
         run = lambda: subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=cwd, capture_output=True, check=True)  # noqa: E731
         run()
@@ -694,9 +777,11 @@ def dvc_no_op(repeats: int) -> dict:
 
     with tempfile.TemporaryDirectory() as scratch:
         floor = Path(scratch)
-        for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
-                        [sys.executable, "-m", "dvc", "stage", "add", "-q", "-n", "one", "-o", "out.txt",
-                         "echo one > out.txt"]):
+        for command in (
+            ["git", "init", "-q"],
+            [sys.executable, "-m", "dvc", "init", "-q"],
+            [sys.executable, "-m", "dvc", "stage", "add", "-q", "-n", "one", "-o", "out.txt", "echo one > out.txt"],
+        ):
             subprocess.run(command, cwd=floor, check=True, capture_output=True)
         floor_seconds = no_op_seconds(floor)
     up_to_date = subprocess.run([sys.executable, "-m", "dvc", "status"], capture_output=True, text=True)
@@ -738,9 +823,12 @@ def fable_time_to_ceiling(params: Params) -> dict:
 
     with tempfile.TemporaryDirectory() as scratch:
         raw = params.model_dump()
-        raw["paths"]["fable"].update(history=str(Path(scratch) / "history.csv"),
-                                     checkpoint=str(Path(scratch) / "checkpoint.npz"))
-        train(TASK, parse_params(raw, source="params.yaml with the fable's history and checkpoint in scratch"), [Watch()])
+        raw["paths"]["fable"].update(
+            history=str(Path(scratch) / "history.csv"), checkpoint=str(Path(scratch) / "checkpoint.npz")
+        )
+        train(
+            TASK, parse_params(raw, source="params.yaml with the fable's history and checkpoint in scratch"), [Watch()]
+        )
     return {"ceiling": ceiling, "reached": bool(reached), **reached, "epochs_allowed": params.fable.epochs}
 
 
@@ -764,8 +852,14 @@ def full_repro(source: Path) -> dict:
         build_seconds = _build_library(clone)
         peaks: dict[str, float] = {}
         start = time.perf_counter()
-        dvc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=clone, env=clone_environment(),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        dvc = subprocess.Popen(
+            [sys.executable, "-m", "dvc", "repro"],
+            cwd=clone,
+            env=clone_environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         watcher = psutil.Process(dvc.pid)
         while dvc.poll() is None:
             for child in _children(watcher):
@@ -797,10 +891,24 @@ def _build_library(clone: Path) -> float:
 
     venv = Path(sys.prefix)
     start = time.perf_counter()
-    build = subprocess.run(["make", "--no-print-directory", "-C", str(clone), f"VENV={venv}", "-o", f"{venv}/.installed",
-                            f"pipeline/{LIBRARY}"], capture_output=True, text=True)
+    build = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "-C",
+            str(clone),
+            f"VENV={venv}",
+            "-o",
+            f"{venv}/.installed",
+            f"pipeline/{LIBRARY}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if build.returncode != 0:
-        raise RuntimeError(f"building the matrix product's library in the fresh clone failed:\n{build.stdout}{build.stderr}")
+        raise RuntimeError(
+            f"building the matrix product's library in the fresh clone failed:\n{build.stdout}{build.stderr}"
+        )
     return time.perf_counter() - start
 
 
@@ -824,7 +932,7 @@ def _stage_name(process) -> str | None:
     if "-m" in command and command.index("-m") + 1 < len(command):
         module = command[command.index("-m") + 1]
         if module.startswith("pipeline."):
-            return " ".join([module.removeprefix("pipeline."), *command[command.index("-m") + 2:]]).strip()
+            return " ".join([module.removeprefix("pipeline."), *command[command.index("-m") + 2 :]]).strip()
     return None
 
 
@@ -839,7 +947,9 @@ def _vm_hwm_mb(pid: int) -> float:
 
 
 def _outs(lock: dict) -> dict:
-    return {name: [(out["path"], out.get("md5")) for out in stage.get("outs", [])] for name, stage in lock["stages"].items()}
+    return {
+        name: [(out["path"], out.get("md5")) for out in stage.get("outs", [])] for name, stage in lock["stages"].items()
+    }
 
 
 # --- the phases, each announced, timed, and written as soon as it is done ------------------------------
@@ -872,7 +982,7 @@ def run_phases(phases: Sequence[Phase], output: str | Path) -> dict:
         start = time.perf_counter()
         try:
             results[phase.key] = phase.run()
-        except Exception as error:  # noqa: BLE001 - any failure is recorded; the exit status says so
+        except Exception as error:
             results[phase.key] = {"error": f"{type(error).__name__}: {error}"}
             say(f"{phase.key} failed after {duration(time.perf_counter() - start)}: {results[phase.key]['error']}")
             if debugging():
@@ -894,21 +1004,48 @@ def phases(args: argparse.Namespace, params: Params, modes: Sequence[str], batch
     mode = params.numerics.mode
     measured = [*modes, *([TORCH] if torch else [])]
     listed = [
-        Phase("throughput", f"{', '.join(measured)}; {args.repeats} round(s) each, in turns",
-              lambda: throughput(args.params, params, modes, batch, args.train_batches, args.eval_samples, args.repeats),
-              lambda t: ", ".join(f"{name.removeprefix('pipeline ')} {item['train_samples_per_s']:,.0f}"
-                                  for name, item in t["implementations"].items()) + " train samples/s"),
-        Phase("profile", f"one training step of batch {batch} and one inference batch, {mode}",
-              lambda: one_shot("profile", [*common, "--batch", str(batch)]),
-              lambda p: f"training step {p['train']['step_ms']:.1f} ms, inference batch {p['inference']['step_ms']:.1f} ms"),
-        Phase("dvc", f"no-op dvc repro here and in a one-stage project, {args.repeats} time(s) each",
-              lambda: dvc_no_op(args.repeats),
-              lambda d: f"{d['pipeline_no_op_repro_s']:.2f} s, DVC's floor {d['dvc_floor_no_op_repro_s']:.2f} s"),
-        Phase("fable", f"the fable model trained as its stage does until its ceiling, {mode}, at most "
-                       f"{params.fable.epochs} epochs", lambda: one_shot("fable", common), _fable_line),
-        Phase("repro", "dvc repro from empty in a fresh clone of the last commit", lambda: full_repro(Path.cwd()),
-              lambda r: f"{duration(r['wall_s'])}, outputs match the committed dvc.lock: "
-                        f"{r['outputs_match_committed_dvc_lock']}"),
+        Phase(
+            "throughput",
+            f"{', '.join(measured)}; {args.repeats} round(s) each, in turns",
+            lambda: throughput(args.params, params, modes, batch, args.train_batches, args.eval_samples, args.repeats),
+            lambda t: (
+                ", ".join(
+                    f"{name.removeprefix('pipeline ')} {item['train_samples_per_s']:,.0f}"
+                    for name, item in t["implementations"].items()
+                )
+                + " train samples/s"
+            ),
+        ),
+        Phase(
+            "profile",
+            f"one training step of batch {batch} and one inference batch, {mode}",
+            lambda: one_shot("profile", [*common, "--batch", str(batch)]),
+            lambda p: (
+                f"training step {p['train']['step_ms']:.1f} ms, inference batch {p['inference']['step_ms']:.1f} ms"
+            ),
+        ),
+        Phase(
+            "dvc",
+            f"no-op dvc repro here and in a one-stage project, {args.repeats} time(s) each",
+            lambda: dvc_no_op(args.repeats),
+            lambda d: f"{d['pipeline_no_op_repro_s']:.2f} s, DVC's floor {d['dvc_floor_no_op_repro_s']:.2f} s",
+        ),
+        Phase(
+            "fable",
+            f"the fable model trained as its stage does until its ceiling, {mode}, at most "
+            f"{params.fable.epochs} epochs",
+            lambda: one_shot("fable", common),
+            _fable_line,
+        ),
+        Phase(
+            "repro",
+            "dvc repro from empty in a fresh clone of the last commit",
+            lambda: full_repro(Path.cwd()),
+            lambda r: (
+                f"{duration(r['wall_s'])}, outputs match the committed dvc.lock: "
+                f"{r['outputs_match_committed_dvc_lock']}"
+            ),
+        ),
     ]
     return [phase for phase in listed if phase.key not in args.skip]
 
@@ -916,8 +1053,13 @@ def phases(args: argparse.Namespace, params: Params, modes: Sequence[str], batch
 def table(results: dict) -> str:
     """The figures as text: the throughput table, then one or two lines per other phase, or why it failed."""
     lines: list[str] = []
-    for key, section in (("throughput", _throughput_lines), ("profile", _profile_lines), ("dvc", _dvc_lines),
-                         ("fable", lambda f: [f"fable reaches its ceiling {_fable_line(f)}"]), ("repro", _repro_lines)):
+    for key, section in (
+        ("throughput", _throughput_lines),
+        ("profile", _profile_lines),
+        ("dvc", _dvc_lines),
+        ("fable", lambda f: [f"fable reaches its ceiling {_fable_line(f)}"]),
+        ("repro", _repro_lines),
+    ):
         if key in results:
             item = results[key]
             lines.extend([f"{key}: failed: {item['error'].splitlines()[0]}"] if "error" in item else section(item))
@@ -925,11 +1067,12 @@ def table(results: dict) -> str:
 
 
 def _throughput_lines(t: dict) -> list[str]:
-    rows = ["| implementation | train samples/s | eval samples/s | train, share of GEMM limit |",
-            "|---|---|---|---|"]
+    rows = ["| implementation | train samples/s | eval samples/s | train, share of GEMM limit |", "|---|---|---|---|"]
     for name, item in t["implementations"].items():
-        rows.append(f"| {name} | {item['train_samples_per_s']:,.0f} | {item['eval_samples_per_s']:,.0f} | "
-                    f"{item['train_fraction_of_gemm_limit']:.1%} |")
+        rows.append(
+            f"| {name} | {item['train_samples_per_s']:,.0f} | {item['eval_samples_per_s']:,.0f} | "
+            f"{item['train_fraction_of_gemm_limit']:.1%} |"
+        )
     lines = ["\n".join(rows), ""]
     for mode in MODES:
         if f"{mode} / {TORCH}" in t["ratios"]:
@@ -940,41 +1083,54 @@ def _throughput_lines(t: dict) -> list[str]:
         lines.append(f"portable costs: train {1 / r['train']:.2f}× native's time, eval {1 / r['eval']:.2f}×")
     lines.extend(t["notes"])
     torch_threads = t["implementations"].get(TORCH, {}).get("setup", {}).get("threads")
-    lines.append(f"batch {t['batch_size']}, {t['steps_per_execution']} steps per execution, "
-                 f"{t['timed_batches_per_round']} timed batches per round after the first execution; medians of "
-                 f"{t['repeats']} round(s) in turns, each implementation in its own process; pipeline "
-                 f"{t['parallel_slices']} slice(s) × {t['threads_per_slice']} thread(s)"
-                 + (f", PyTorch {torch_threads} thread(s)" if torch_threads else ""))
-    lines.append("float32 GEMM at the step's shape: " + ", ".join(f"{k} {v:.0f}" for k, v in t["gemm_gflops"].items())
-                 + f" GFLOP/s; limit ≈ {t['gemm_limit_train_samples_per_s']:,.0f} training samples/s")
+    lines.append(
+        f"batch {t['batch_size']}, {t['steps_per_execution']} steps per execution, "
+        f"{t['timed_batches_per_round']} timed batches per round after the first execution; medians of "
+        f"{t['repeats']} round(s) in turns, each implementation in its own process; pipeline "
+        f"{t['parallel_slices']} slice(s) × {t['threads_per_slice']} thread(s)"
+        + (f", PyTorch {torch_threads} thread(s)" if torch_threads else "")
+    )
+    lines.append(
+        "float32 GEMM at the step's shape: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in t["gemm_gflops"].items())
+        + f" GFLOP/s; limit ≈ {t['gemm_limit_train_samples_per_s']:,.0f} training samples/s"
+    )
     return lines
 
 
 def _profile_lines(profile: dict) -> list[str]:
-    return [f"{what}: {p['step_ms']:.1f} ms; its {p['matmuls']} matrix products alone {p['matmul_ms']:.1f} ms; "
-            f"the other {p['other_ops']:,} graph operations ≈ {p['other_ms_per_op']:.1f} µs each"
-            for what, p in ((f"one training step (batch {profile['train_batch']}, {profile['mode']})", profile["train"]),
-                            (f"one inference batch ({profile['inference_batch']}, {profile['mode']})",
-                             profile["inference"]))]
+    return [
+        f"{what}: {p['step_ms']:.1f} ms; its {p['matmuls']} matrix products alone {p['matmul_ms']:.1f} ms; "
+        f"the other {p['other_ops']:,} graph operations ≈ {p['other_ms_per_op']:.1f} µs each"
+        for what, p in (
+            (f"one training step (batch {profile['train_batch']}, {profile['mode']})", profile["train"]),
+            (f"one inference batch ({profile['inference_batch']}, {profile['mode']})", profile["inference"]),
+        )
+    ]
 
 
 def _dvc_lines(d: dict) -> list[str]:
-    return [f"no-op dvc repro {d['pipeline_no_op_repro_s']:.2f} s vs DVC floor {d['dvc_floor_no_op_repro_s']:.2f} s "
-            f"({d['ratio']:.2f}×)"]
+    return [
+        f"no-op dvc repro {d['pipeline_no_op_repro_s']:.2f} s vs DVC floor {d['dvc_floor_no_op_repro_s']:.2f} s "
+        f"({d['ratio']:.2f}×)"
+    ]
 
 
 def _fable_line(f: dict) -> str:
     return f"{f['ceiling']:.4f} ({f['mode']}): " + (
-        f"epoch {f['epoch']}, {f['seconds']:.1f} s" if f["reached"] else f"not within {f['epochs_allowed']} epochs")
+        f"epoch {f['epoch']}, {f['seconds']:.1f} s" if f["reached"] else f"not within {f['epochs_allowed']} epochs"
+    )
 
 
 def _repro_lines(r: dict) -> list[str]:
-    return [f"full dvc repro from empty: {duration(r['wall_s'])} (and {duration(r['library_build_s'])} "
-            f"to build the matrix product's library first); "
-            f"MNIST test_accuracy {r['mnist_test_accuracy']:.4f}, fable {r['fable_accuracy']:.4f} "
-            f"(ceiling {r['fable_ceiling']:.4f}); outputs match the committed dvc.lock: "
-            f"{r['outputs_match_committed_dvc_lock']}",
-            "peak RSS: " + ", ".join(f"{stage} {mb:,.0f} MB" for stage, mb in sorted(r["peak_rss_mb"].items()))]
+    return [
+        f"full dvc repro from empty: {duration(r['wall_s'])} (and {duration(r['library_build_s'])} "
+        f"to build the matrix product's library first); "
+        f"MNIST test_accuracy {r['mnist_test_accuracy']:.4f}, fable {r['fable_accuracy']:.4f} "
+        f"(ceiling {r['fable_ceiling']:.4f}); outputs match the committed dvc.lock: "
+        f"{r['outputs_match_committed_dvc_lock']}",
+        "peak RSS: " + ", ".join(f"{stage} {mb:,.0f} MB" for stage, mb in sorted(r["peak_rss_mb"].items())),
+    ]
 
 
 def _positive(text: str) -> int:
@@ -1005,15 +1161,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--repeats", type=_positive, default=5, help="timed rounds per measurement (median)")
-    parser.add_argument("--train-batches", type=_positive, default=50,
-                        help="timed batches per training round, at least (rounded up to whole executions)")
+    parser.add_argument(
+        "--train-batches",
+        type=_positive,
+        default=50,
+        help="timed batches per training round, at least (rounded up to whole executions)",
+    )
     parser.add_argument("--eval-samples", type=_positive, default=10_000)
     parser.add_argument("--batch", type=_positive, help="training batch (default: mnist.batch_size of params.yaml)")
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
-                        help="numerics modes of the pipeline to measure, each in its own process (default: both)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["dvc", "fable", "repro"],
-                        help="leave out slower parts (repro runs the whole pipeline in a fresh clone, fetching "
-                             f"the data: it needs ${MIRROR_ENV} or the internet)")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=list(MODES),
+        choices=MODES,
+        help="numerics modes of the pipeline to measure, each in its own process (default: both)",
+    )
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["dvc", "fable", "repro"],
+        help="leave out slower parts (repro runs the whole pipeline in a fresh clone, fetching "
+        f"the data: it needs ${MIRROR_ENV} or the internet)",
+    )
     parser.add_argument("--output", default="bench/results.json", help="the figures, rewritten after every phase")
     # A worker process of the benchmark's own (see throughput_worker and one_shot_worker).
     parser.add_argument("--worker", choices=[*MODES, "torch", "profile", "fable"], help=argparse.SUPPRESS)

@@ -60,12 +60,33 @@ def post(url: str, body: bytes) -> dict:
 @contextlib.contextmanager
 def server(uri: str, store: str):
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
-                                "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT,
-                               # MLflow starts uvicorn by name: this interpreter's bin directory first.
-                               env={**os.environ, "MLFLOW_TRACKING_URI": store,
-                                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            uri,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=ROOT,
+        # MLflow starts uvicorn by name: this interpreter's bin directory first.
+        env={
+            **os.environ,
+            "MLFLOW_TRACKING_URI": store,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -85,8 +106,15 @@ def measure(name: str, store: str, requests: int, one_input: object, batch_file:
     uri = f"models:/{name}@champion"
     # Where the project cannot be imported: what the model carries is all it has.
     elsewhere = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    loading = subprocess.run([sys.executable, "-c", LOAD, store, uri, batch_file], cwd="/", capture_output=True,
-                             text=True, timeout=600, env=elsewhere, check=False)
+    loading = subprocess.run(
+        [sys.executable, "-c", LOAD, store, uri, batch_file],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=elsewhere,
+        check=False,
+    )
     if loading.returncode != 0:
         raise SystemExit(f"bench.serving: loading {uri} failed: {loading.stderr.strip().splitlines()[-1:]}")
     result = {"model": uri, **json.loads(loading.stdout.strip().splitlines()[-1])}
@@ -97,8 +125,11 @@ def measure(name: str, store: str, requests: int, one_input: object, batch_file:
         for _ in range(requests):
             post(url, body)
         elapsed = time.perf_counter() - start
-    return result | {"requests": requests, "requests_per_s": requests / elapsed,
-                     "ms_per_request": 1000 * elapsed / requests}
+    return result | {
+        "requests": requests,
+        "requests_per_s": requests / elapsed,
+        "ms_per_request": 1000 * elapsed / requests,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -119,8 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|")
     for row in results:
         first = f"{row['first_predict_s']:.2f} s for {row['inputs']} input(s)"
-        print(f"| {row['model']} | {row['load_s']:.2f} s | {first} | {row['requests_per_s']:.1f} "
-              f"| {row['ms_per_request']:.1f} |")
+        print(
+            f"| {row['model']} | {row['load_s']:.2f} s | {first} | {row['requests_per_s']:.1f} "
+            f"| {row['ms_per_request']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,9 @@ class Checkpoint:
     run_id: str | None = None  # the MLflow run of the attempt that wrote it
 
 
-def fingerprint(params: Mapping[str, Any], inputs: Sequence[Path], code: Sequence[Path],
-                versions: Mapping[str, str]) -> dict[str, str]:
+def fingerprint(
+    params: Mapping[str, Any], inputs: Sequence[Path], code: Sequence[Path], versions: Mapping[str, str]
+) -> dict[str, str]:
     """sha256 digests of what decides a run's result: its params, input data, code and library versions."""
     return {
         "params": json_digest(params),
@@ -66,9 +67,15 @@ def _files_digest(paths: Sequence[Path]) -> str:
 
 def save(path: str | Path, checkpoint: Checkpoint) -> None:
     """Write ``checkpoint`` to ``path`` atomically: an .npz archive of plain arrays, no pickles."""
-    meta = {"format": FORMAT, "epoch": checkpoint.epoch, "fingerprint": checkpoint.fingerprint,
-            "history": checkpoint.history, "run_id": checkpoint.run_id,
-            "model_variables": len(checkpoint.model), "optimizer_variables": len(checkpoint.optimizer)}
+    meta = {
+        "format": FORMAT,
+        "epoch": checkpoint.epoch,
+        "fingerprint": checkpoint.fingerprint,
+        "history": checkpoint.history,
+        "run_id": checkpoint.run_id,
+        "model_variables": len(checkpoint.model),
+        "optimizer_variables": len(checkpoint.optimizer),
+    }
     arrays = {f"model_{index:04d}": value for index, value in enumerate(checkpoint.model)}
     arrays |= {f"optimizer_{index:04d}": value for index, value in enumerate(checkpoint.optimizer)}
     buffer = io.BytesIO()
@@ -93,13 +100,25 @@ def load(path: str | Path, expected_fingerprint: dict[str, str]) -> Checkpoint |
         print(f"{path}: discarding the checkpoint, it cannot be read ({type(error).__name__}: {error})")
         return None
     stored = meta.get("fingerprint") if meta.get("format") == FORMAT else None
-    changed = [part for part, digest in expected_fingerprint.items() if not isinstance(stored, dict) or stored.get(part) != digest]
+    changed = [
+        part
+        for part, digest in expected_fingerprint.items()
+        if not isinstance(stored, dict) or stored.get(part) != digest
+    ]
     if changed:
-        print(f"{path}: discarding the checkpoint of epoch {meta.get('epoch')}, it was written with different "
-              f"{', '.join(changed)}; training starts over")
+        print(
+            f"{path}: discarding the checkpoint of epoch {meta.get('epoch')}, it was written with different "
+            f"{', '.join(changed)}; training starts over"
+        )
         return None
-    return Checkpoint(epoch=int(meta["epoch"]), fingerprint=meta["fingerprint"], model=model, optimizer=optimizer,
-                      history=list(meta["history"]), run_id=meta.get("run_id"))
+    return Checkpoint(
+        epoch=int(meta["epoch"]),
+        fingerprint=meta["fingerprint"],
+        model=model,
+        optimizer=optimizer,
+        history=list(meta["history"]),
+        run_id=meta.get("run_id"),
+    )
 
 
 def clear(path: str | Path) -> None:

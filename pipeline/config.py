@@ -100,8 +100,10 @@ class MnistSplit(_Frozen):
     def misfit(self, train_file_images: int, test_file_images: int) -> str | None:
         """Why the split does not fit files of these sizes (params.yaml's, or the files actually fetched)."""
         if self.validation_size + self.train_size > train_file_images:
-            return (f"validation_size + train_size = {self.validation_size} + {self.train_size} "
-                    f"exceeds the {train_file_images} images of the training file")
+            return (
+                f"validation_size + train_size = {self.validation_size} + {self.train_size} "
+                f"exceeds the {train_file_images} images of the training file"
+            )
         if self.test_size > test_file_images:
             return f"test_size = {self.test_size} exceeds the {test_file_images} images of the test file"
         return None
@@ -169,9 +171,11 @@ class Numerics(_Frozen):
     @model_validator(mode="after")
     def _portable_threads(self) -> Numerics:
         if self.mode == "portable" and self.threads_per_slice != 1:
-            raise ValueError(f"portable runs each slice on 1 thread (a product split between threads sums in an "
-                             f"order that depends on the CPU's caches), got {self.threads_per_slice}; "
-                             f"use parallel_slices for more cores, or mode native")
+            raise ValueError(
+                f"portable runs each slice on 1 thread (a product split between threads sums in an "
+                f"order that depends on the CPU's caches), got {self.threads_per_slice}; "
+                f"use parallel_slices for more cores, or mode native"
+            )
         return self
 
 

@@ -53,8 +53,12 @@ def native_sources(module: str) -> list[Path]:
     """The C++ sources ``module`` declares (its top-level ``NATIVE_SOURCES`` glob: .cc and .h files), sorted."""
     tree = ast.parse(module_path(module).read_text(encoding="utf-8"))
     for node in tree.body:
-        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == NATIVE_SOURCES for t in node.targets)
-                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+        if (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == NATIVE_SOURCES for t in node.targets)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
             return sorted(path for path in ROOT.glob(node.value.value) if path.suffix in NATIVE_SUFFIXES)
     return []
 
@@ -84,7 +88,8 @@ def _runtime_nodes(tree: ast.AST):
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _is_ours(name: str) -> bool:

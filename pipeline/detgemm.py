@@ -76,18 +76,23 @@ def check_build(path: Path, tensorflow_version: str, package: Path = PACKAGE) ->
     """Raise :class:`NativeLibraryError` unless ``path`` is a build of ``package``'s sources for this
     TensorFlow: read from the file's bytes, before anything of it is loaded into the process."""
     if not path.is_file():
-        raise NativeLibraryError(f"{path}: missing (the deterministic matrix product's library); `make setup` builds it")
+        raise NativeLibraryError(
+            f"{path}: missing (the deterministic matrix product's library); `make setup` builds it"
+        )
     record = _BUILD_RECORD.search(path.read_bytes())
     if record is None:
-        raise NativeLibraryError(f"{path}: not a build of {package / NATIVE_SOURCES} (no build record); "
-                                 f"`make setup` rebuilds it")
+        raise NativeLibraryError(
+            f"{path}: not a build of {package / NATIVE_SOURCES} (no build record); `make setup` rebuilds it"
+        )
     digest, built_for = record.group(1).decode(), record.group(2).decode()
     if built_for != tensorflow_version:
-        raise NativeLibraryError(f"{path}: built for TensorFlow {built_for}, this is {tensorflow_version}; "
-                                 f"`make setup` rebuilds it")
+        raise NativeLibraryError(
+            f"{path}: built for TensorFlow {built_for}, this is {tensorflow_version}; `make setup` rebuilds it"
+        )
     if digest != source_digest(package):
-        raise NativeLibraryError(f"{path}: built from other sources than {package / NATIVE_SOURCES} now hold; "
-                                 f"`make setup` rebuilds it")
+        raise NativeLibraryError(
+            f"{path}: built from other sources than {package / NATIVE_SOURCES} now hold; `make setup` rebuilds it"
+        )
 
 
 @functools.cache
@@ -111,8 +116,9 @@ def _library() -> tuple[Any, ctypes.CDLL]:
     return module, native
 
 
-def matmul(a: tf.Tensor, b: tf.Tensor, transpose_a: bool = False, transpose_b: bool = False,
-           isa: str = "auto") -> tf.Tensor:
+def matmul(
+    a: tf.Tensor, b: tf.Tensor, transpose_a: bool = False, transpose_b: bool = False, isa: str = "auto"
+) -> tf.Tensor:
     """``op(a) @ op(b)`` for float32 matrices (rank 2), or batches of them (rank 3, the same batch size)."""
     return _library()[0].det_mat_mul(a, b, transpose_a=transpose_a, transpose_b=transpose_b, isa=isa)
 
@@ -130,17 +136,26 @@ def resolved_isa(isa: str = "auto") -> str:
     return _library()[1].detgemm_resolved_isa(isa.encode()).decode()
 
 
-def kernel_matmul(a: np.ndarray, b: np.ndarray, transpose_a: bool = False, transpose_b: bool = False,
-                  isa: str = "auto") -> tuple[np.ndarray, str]:
+def kernel_matmul(
+    a: np.ndarray, b: np.ndarray, transpose_a: bool = False, transpose_b: bool = False, isa: str = "auto"
+) -> tuple[np.ndarray, str]:
     """The kernel called directly on this thread, outside TensorFlow's executor (which sets its own
     floating-point state around each kernel), and the instruction set it ran: for tests."""
     a, b = (np.ascontiguousarray(x, dtype=np.float32) for x in (a, b))
     (k, m), n = (a.shape if transpose_a else a.shape[::-1]), (b.shape[0] if transpose_b else b.shape[1])
     c = np.empty((m, n), dtype=np.float32)
     pointer = ctypes.POINTER(ctypes.c_float)
-    used = _library()[1].detgemm_matmul(isa.encode(), int(transpose_a), int(transpose_b), ctypes.c_int64(m),
-                                        ctypes.c_int64(n), ctypes.c_int64(k), a.ctypes.data_as(pointer),
-                                        b.ctypes.data_as(pointer), c.ctypes.data_as(pointer))
+    used = _library()[1].detgemm_matmul(
+        isa.encode(),
+        int(transpose_a),
+        int(transpose_b),
+        ctypes.c_int64(m),
+        ctypes.c_int64(n),
+        ctypes.c_int64(k),
+        a.ctypes.data_as(pointer),
+        b.ctypes.data_as(pointer),
+        c.ctypes.data_as(pointer),
+    )
     return c, used.decode()
 
 
@@ -148,17 +163,24 @@ def kernel_lstm_cell(z: np.ndarray, c_prev: np.ndarray, isa: str = "auto") -> tu
     """The cell called directly on this thread, outside TensorFlow's executor: its outputs ``h``, ``c``,
     ``activations`` and ``tanh_c``, and the instruction set it ran: for tests."""
     z, c_prev = (np.ascontiguousarray(x, dtype=np.float32) for x in (z, c_prev))
-    outputs = {name: np.empty(like.shape, dtype=np.float32)
-               for name, like in (("h", c_prev), ("c", c_prev), ("activations", z), ("tanh_c", c_prev))}
+    outputs = {
+        name: np.empty(like.shape, dtype=np.float32)
+        for name, like in (("h", c_prev), ("c", c_prev), ("activations", z), ("tanh_c", c_prev))
+    }
     pointer = ctypes.POINTER(ctypes.c_float)
-    used = _library()[1].detgemm_lstm_cell(isa.encode(), ctypes.c_int64(c_prev.size), z.ctypes.data_as(pointer),
-                                           c_prev.ctypes.data_as(pointer),
-                                           *(array.ctypes.data_as(pointer) for array in outputs.values()))
+    used = _library()[1].detgemm_lstm_cell(
+        isa.encode(),
+        ctypes.c_int64(c_prev.size),
+        z.ctypes.data_as(pointer),
+        c_prev.ctypes.data_as(pointer),
+        *(array.ctypes.data_as(pointer) for array in outputs.values()),
+    )
     return outputs, used.decode()
 
 
-def _cell_gradient(operation: tf.Operation, dh: tf.Tensor | None, dc: tf.Tensor | None,
-                   *unused: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
+def _cell_gradient(
+    operation: tf.Operation, dh: tf.Tensor | None, dc: tf.Tensor | None, *unused: tf.Tensor | None
+) -> tuple[tf.Tensor, tf.Tensor]:
     """``dz``, ``dc_prev`` of DetLstmCell from its saved activations (the activations and tanh_c outputs
     are internal: nothing differentiates them)."""
     import tensorflow as tf  # noqa: PLC0415
@@ -169,8 +191,15 @@ def _cell_gradient(operation: tf.Operation, dh: tf.Tensor | None, dc: tf.Tensor 
     dc = tf.zeros_like(tanh_c) if dc is None else dc
     i, f, o, g = tf.split(activations, 4, axis=0)
     dc_total = dc + dh * o * (1 - tanh_c * tanh_c)
-    dz = tf.concat([dc_total * g * i * (1 - i), dc_total * c_prev * f * (1 - f), dh * tanh_c * o * (1 - o),
-                    dc_total * i * (1 - g * g)], axis=0)
+    dz = tf.concat(
+        [
+            dc_total * g * i * (1 - i),
+            dc_total * c_prev * f * (1 - f),
+            dh * tanh_c * o * (1 - o),
+            dc_total * i * (1 - g * g),
+        ],
+        axis=0,
+    )
     return dz, dc_total * f
 
 
@@ -199,12 +228,16 @@ def compile_flags() -> list[str]:
     import tensorflow as tf  # noqa: PLC0415
 
     flags = [f"-isystem{flag[2:]}" if flag.startswith("-I") else flag for flag in tf.sysconfig.get_compile_flags()]
-    return [*flags, f'-DDETGEMM_SOURCE_DIGEST="{source_digest()}"',
-            f'-DDETGEMM_TENSORFLOW_VERSION="{tf.__version__}"', *tf.sysconfig.get_link_flags()]
+    return [
+        *flags,
+        f'-DDETGEMM_SOURCE_DIGEST="{source_digest()}"',
+        f'-DDETGEMM_TENSORFLOW_VERSION="{tf.__version__}"',
+        *tf.sysconfig.get_link_flags(),
+    ]
 
 
 if __name__ == "__main__":  # python -m pipeline.detgemm: the flags the Makefile compiles the library with
-    from pipeline.numerics import pin  # noqa: PLC0415 - TensorFlow loads quietly (its C++ start-up log)
+    from pipeline.numerics import pin
 
     pin("portable", parallel_slices=1, threads_per_slice=1, stage="pipeline.detgemm")
     print(" ".join(compile_flags()))

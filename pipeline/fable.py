@@ -54,8 +54,13 @@ def build_model(params: Params, data: TrainingData) -> keras.Model:
     return recurrent_classifier(inputs, sequence, training, data.classes, name="fable_lstm")
 
 
-def generate(model: keras.Model, vocabulary: dict, start: Sequence[str], words: int,
-             logits: Callable[[np.ndarray], np.ndarray] | None = None) -> list[str]:
+def generate(
+    model: keras.Model,
+    vocabulary: dict,
+    start: Sequence[str],
+    words: int,
+    logits: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> list[str]:
     """The ``start`` tokens, then ``words`` tokens each predicted from the previous ``n_input`` (greedy).
 
     ``logits``: the model's :func:`logits_function`, for a caller that generates again and again (serving):
@@ -87,8 +92,10 @@ def evaluate(params: Params, model: keras.Model) -> Evaluation:
     start = prompt_tokens(training.prompt, tokens, vocabulary, training.n_input, params.paths.fable.vocabulary)
     story = generate(model, vocabulary, start, training.story_words)
     original = continuation_in_text(tokens, story[: training.n_input], training.story_words)
-    matching = next((i for i, (a, b) in enumerate(zip(story, original or [], strict=False)) if a != b),
-                    min(len(story), len(original or [])))
+    matching = next(
+        (i for i, (a, b) in enumerate(zip(story, original or [], strict=False)) if a != b),
+        min(len(story), len(original or [])),
+    )
     metrics = {
         "accuracy": float((logits.argmax(axis=1) == examples.y).mean()),
         "ceiling": vocabulary["ceiling"],
@@ -98,7 +105,9 @@ def evaluate(params: Params, model: keras.Model) -> Evaluation:
         "story_reproduces_text": original is not None and story == original,
         "story_matching_words": max(matching - training.n_input, 0),
     }
-    return Evaluation(metrics=metrics, files={params.paths.fable.story: (detokenize(story, vocabulary["tokens"]) + "\n").encode()})
+    return Evaluation(
+        metrics=metrics, files={params.paths.fable.story: (detokenize(story, vocabulary["tokens"]) + "\n").encode()}
+    )
 
 
 TASK = Task(

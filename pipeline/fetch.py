@@ -178,7 +178,9 @@ class _TempDownload:
                     if time.monotonic() > deadline:
                         raise SourceRejected(f"timed out after {self.timeout:g} s")
                     if time.monotonic() - shown >= PROGRESS_INTERVAL_S:
-                        print(f"fetch: {self.source}: {download_progress(received, total)}", file=sys.stderr, flush=True)
+                        print(
+                            f"fetch: {self.source}: {download_progress(received, total)}", file=sys.stderr, flush=True
+                        )
                         shown = time.monotonic()
         except urllib.error.HTTPError as error:
             raise SourceRejected(f"HTTP {error.code} {error.reason}") from None

@@ -106,8 +106,9 @@ def file_digest(path: Path) -> str:
     """sha256 of a file (what `sha256sum` prints), or of a directory's relative names and file digests."""
     if not path.is_dir():
         return sha256_file(path)
-    listing = "".join(f"{file.relative_to(path)}\0{sha256_file(file)}\n"
-                      for file in sorted(p for p in path.rglob("*") if p.is_file()))
+    listing = "".join(
+        f"{file.relative_to(path)}\0{sha256_file(file)}\n" for file in sorted(p for p in path.rglob("*") if p.is_file())
+    )
     return hashlib.sha256(listing.encode()).hexdigest()
 
 

@@ -33,11 +33,19 @@ def tell_with_mlflow(uri: str, prompt: str | None, words: int | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = stage_parser("pipeline.generate", __doc__)
-    parser.add_argument("prompt", nargs="?", default=None, help="the first tokens, as many as fable.n_input "
-                        "(default: fable.prompt, else the story's first)")
+    parser.add_argument(
+        "prompt",
+        nargs="?",
+        default=None,
+        help="the first tokens, as many as fable.n_input (default: fable.prompt, else the story's first)",
+    )
     parser.add_argument("--words", type=int, default=None, help="words to add (default: fable.story_words)")
-    parser.add_argument("--model", metavar="URI", help="an MLflow model URI, e.g. models:/fable@champion or "
-                        "runs:/<run id>/model (default: the workspace's model, paths.fable.model)")
+    parser.add_argument(
+        "--model",
+        metavar="URI",
+        help="an MLflow model URI, e.g. models:/fable@champion or "
+        "runs:/<run id>/model (default: the workspace's model, paths.fable.model)",
+    )
     args = parser.parse_args(argv)
     with run_stage("generate"):
         params = load_params(args.params)

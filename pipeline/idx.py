@@ -31,9 +31,7 @@ def parse_idx(data: bytes, magic: int, name: str) -> np.ndarray:
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dimensions))
     expected_size = header_size + int(np.prod(shape, dtype=np.int64))
     if len(data) != expected_size:
-        raise IdxError(
-            f"{name}: {len(data)} bytes, but its header's dimensions {shape} need exactly {expected_size}"
-        )
+        raise IdxError(f"{name}: {len(data)} bytes, but its header's dimensions {shape} need exactly {expected_size}")
     return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)
 
 

@@ -21,8 +21,9 @@ def logits_function(model: keras.Model, batch_size: int = INFERENCE_BATCH) -> Ca
     forward = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
 
     def logits(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([forward(tf.constant(x[start:start + batch_size])).numpy()
-                               for start in range(0, len(x), batch_size)])
+        return np.concatenate(
+            [forward(tf.constant(x[start : start + batch_size])).numpy() for start in range(0, len(x), batch_size)]
+        )
 
     return logits
 

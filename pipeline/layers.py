@@ -102,10 +102,12 @@ class LSTM(keras.layers.Layer):
     def build(self, input_shape: tuple) -> None:
         features, units = input_shape[-1], self.units
         seed = self.seed
-        self.kernel = self.add_weight(name="kernel", shape=(features, 4 * units),
-                                      initializer=keras.initializers.GlorotUniform(seed=seed))
-        self.recurrent_kernel = self.add_weight(name="recurrent_kernel", shape=(units, 4 * units),
-                                                initializer=PortableOrthogonal(seed=seed))
+        self.kernel = self.add_weight(
+            name="kernel", shape=(features, 4 * units), initializer=keras.initializers.GlorotUniform(seed=seed)
+        )
+        self.recurrent_kernel = self.add_weight(
+            name="recurrent_kernel", shape=(units, 4 * units), initializer=PortableOrthogonal(seed=seed)
+        )
         self.bias = self.add_weight(name="bias", shape=(4 * units,), initializer=_ForgetBiasOne(units))
 
     def call(self, sequence: tf.Tensor) -> tf.Tensor:
@@ -113,8 +115,14 @@ class LSTM(keras.layers.Layer):
         # Feature-major: every state and step is (features, batch), so that each split below is a
         # contiguous block (no copy), and one product per step gives the gates: the weights stacked
         # (input kernel, recurrent kernel, bias) against the step's input, the state and a row of ones.
-        weights = tf.concat([tf.convert_to_tensor(self.kernel), tf.convert_to_tensor(self.recurrent_kernel),
-                             tf.convert_to_tensor(self.bias)[None, :]], axis=0)
+        weights = tf.concat(
+            [
+                tf.convert_to_tensor(self.kernel),
+                tf.convert_to_tensor(self.recurrent_kernel),
+                tf.convert_to_tensor(self.bias)[None, :],
+            ],
+            axis=0,
+        )
         batch = tf.shape(sequence)[0]
         ones = tf.ones((1, batch), dtype=sequence.dtype)
         h = c = tf.zeros((units, batch), dtype=sequence.dtype)
@@ -130,7 +138,12 @@ class LSTM(keras.layers.Layer):
         return (input_shape[0], input_shape[1], self.units) if self.return_sequences else (input_shape[0], self.units)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "units": self.units, "return_sequences": self.return_sequences, "seed": self.seed}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "return_sequences": self.return_sequences,
+            "seed": self.seed,
+        }
 
 
 class _ForgetBiasOne(keras.initializers.Initializer):
@@ -155,8 +168,11 @@ class Dense(keras.layers.Layer):
         self.units, self.seed = units, seed
 
     def build(self, input_shape: tuple) -> None:
-        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.units),
-                                      initializer=keras.initializers.GlorotUniform(seed=self.seed))
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(input_shape[-1], self.units),
+            initializer=keras.initializers.GlorotUniform(seed=self.seed),
+        )
         self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
 
     def call(self, x: tf.Tensor) -> tf.Tensor:

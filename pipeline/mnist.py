@@ -74,11 +74,21 @@ def confusion_csv(actual: np.ndarray, predicted: np.ndarray) -> bytes:
 def datasets(params: Params) -> list[Dataset]:
     """The three splits, each named by the file of params.yaml's first mirror it was cut from."""
     mnist = params.data.mnist
-    origin = {"train": mnist.files.train_images.name, "validation": mnist.files.train_images.name,
-              "test": mnist.files.test_images.name}
+    origin = {
+        "train": mnist.files.train_images.name,
+        "validation": mnist.files.train_images.name,
+        "test": mnist.files.test_images.name,
+    }
     contexts = {"train": "training", "validation": "validation", "test": "testing"}
-    return [Dataset(f"mnist-{split}", contexts[split], tuple(map(str, split_files(params.paths.mnist.prepared, split))),
-                    f"{mnist.mirrors[0]}{origin[split]}.gz") for split in contexts]
+    return [
+        Dataset(
+            f"mnist-{split}",
+            contexts[split],
+            tuple(map(str, split_files(params.paths.mnist.prepared, split))),
+            f"{mnist.mirrors[0]}{origin[split]}.gz",
+        )
+        for split in contexts
+    ]
 
 
 TASK = Task(

@@ -60,8 +60,9 @@ class BatchJoin(keras.layers.Layer):
         return (None, *input_shapes[0][1:])
 
 
-def recurrent_classifier(inputs: keras.KerasTensor, sequence: keras.KerasTensor, training: Training,
-                         classes: int, name: str) -> keras.Model:
+def recurrent_classifier(
+    inputs: keras.KerasTensor, sequence: keras.KerasTensor, training: Training, classes: int, name: str
+) -> keras.Model:
     """``training.layers`` stacked LSTMs over ``sequence``; the last step's output -> ``classes`` logits.
 
     With ``training.parallel_slices`` > 1 the network runs on that many slices of the batch, with shared
@@ -70,10 +71,19 @@ def recurrent_classifier(inputs: keras.KerasTensor, sequence: keras.KerasTensor,
     weight gradients sum over its own examples, and TensorFlow adds the slices' and steps' gradients
     elementwise (AddN), the same way on every CPU.
     """
-    stack = [LSTM(training.units, return_sequences=index < training.layers - 1, seed=training.seed + index,
-                  name=f"lstm_{index + 1}") for index in range(training.layers)]
+    stack = [
+        LSTM(
+            training.units,
+            return_sequences=index < training.layers - 1,
+            seed=training.seed + index,
+            name=f"lstm_{index + 1}",
+        )
+        for index in range(training.layers)
+    ]
     stack.append(Dense(classes, seed=training.seed + training.layers, name="logits"))
-    slices = [sequence] if training.parallel_slices == 1 else BatchSlices(training.parallel_slices, name="slices")(sequence)
+    slices = (
+        [sequence] if training.parallel_slices == 1 else BatchSlices(training.parallel_slices, name="slices")(sequence)
+    )
     outputs = []
     for x in slices:
         for layer in stack:

@@ -47,16 +47,36 @@ _CPU_ONLY = {"CUDA_VISIBLE_DEVICES": "-1"}
 # Prefixes of variables read by TensorFlow, oneDNN, MKL, OpenMP or XLA: each may change the arithmetic.
 _ARITHMETIC_PREFIXES = ("TF_", "TENSORFLOW_", "ONEDNN_", "DNNL_", "MKL_", "KMP_", "OMP_", "XLA_")
 # ... except these, which only change what is printed.
-_OUTPUT_ONLY = frozenset({
-    "TF_CPP_MIN_LOG_LEVEL", "TF_CPP_MAX_VLOG_LEVEL", "TF_CPP_VMODULE", "TF_CPP_LOG_THREAD_ID",
-    "ONEDNN_VERBOSE", "ONEDNN_VERBOSE_TIMESTAMP", "DNNL_VERBOSE", "DNNL_VERBOSE_TIMESTAMP",
-})
+_OUTPUT_ONLY = frozenset(
+    {
+        "TF_CPP_MIN_LOG_LEVEL",
+        "TF_CPP_MAX_VLOG_LEVEL",
+        "TF_CPP_VMODULE",
+        "TF_CPP_LOG_THREAD_ID",
+        "ONEDNN_VERBOSE",
+        "ONEDNN_VERBOSE_TIMESTAMP",
+        "DNNL_VERBOSE",
+        "DNNL_VERBOSE_TIMESTAMP",
+    }
+)
 # TensorFlow's C++ log (CUDA probing, CPU feature notes, absl start-up) is silenced unless the user sets
 # the level: TF_CPP_MIN_LOG_LEVEL=0 brings it all back.
 _LOG_LEVEL, QUIET = "TF_CPP_MIN_LOG_LEVEL", "3"
 # Terraform's variables share the TF_ prefix; TensorFlow reads none of them.
-_TERRAFORM = ("TF_CLI_", "TF_VAR_", "TF_LOG", "TF_DATA_DIR", "TF_IN_AUTOMATION", "TF_INPUT", "TF_WORKSPACE",
-              "TF_PLUGIN_CACHE", "TF_REGISTRY_", "TF_TOKEN_", "TF_APPEND_USER_AGENT", "TF_IGNORE")
+_TERRAFORM = (
+    "TF_CLI_",
+    "TF_VAR_",
+    "TF_LOG",
+    "TF_DATA_DIR",
+    "TF_IN_AUTOMATION",
+    "TF_INPUT",
+    "TF_WORKSPACE",
+    "TF_PLUGIN_CACHE",
+    "TF_REGISTRY_",
+    "TF_TOKEN_",
+    "TF_APPEND_USER_AGENT",
+    "TF_IGNORE",
+)
 
 
 class NumericsError(PipelineError):
@@ -66,11 +86,16 @@ class NumericsError(PipelineError):
 def environment(mode: Mode, environ: Mapping[str, str] = os.environ) -> tuple[dict[str, str], list[str]]:
     """The environment TensorFlow must load in for ``mode``, and the user's variables it overrides."""
     pinned = {**_KERNELS[mode], **_CPU_ONLY}
-    result = {name: value for name, value in environ.items()
-              if name in _OUTPUT_ONLY or name.startswith(_TERRAFORM)
-              or not (name.startswith(_ARITHMETIC_PREFIXES) or name in pinned)}
-    overridden = sorted(f"{name}={value}" for name, value in environ.items()
-                        if name not in result and pinned.get(name) != value)
+    result = {
+        name: value
+        for name, value in environ.items()
+        if name in _OUTPUT_ONLY
+        or name.startswith(_TERRAFORM)
+        or not (name.startswith(_ARITHMETIC_PREFIXES) or name in pinned)
+    }
+    overridden = sorted(
+        f"{name}={value}" for name, value in environ.items() if name not in result and pinned.get(name) != value
+    )
     return {_LOG_LEVEL: QUIET} | result | pinned, overridden
 
 
@@ -95,8 +120,13 @@ def _quiet_stderr(quiet: bool) -> Iterator[None]:
 _pinned: tuple[str, int, int] | None = None  # what pin() set in this process
 
 
-def pin(mode: Mode, parallel_slices: int, threads_per_slice: int, environ: MutableMapping[str, str] = os.environ,
-        stage: str = "numerics") -> None:
+def pin(
+    mode: Mode,
+    parallel_slices: int,
+    threads_per_slice: int,
+    environ: MutableMapping[str, str] = os.environ,
+    stage: str = "numerics",
+) -> None:
     """Set kernels, devices and threads for ``mode`` in this process, before TensorFlow loads.
 
     In a process where TensorFlow is already loaded (a test, a notebook) only the same setting again is
@@ -107,14 +137,18 @@ def pin(mode: Mode, parallel_slices: int, threads_per_slice: int, environ: Mutab
     if "tensorflow" in sys.modules:
         if _pinned == wanted:
             return
-        raise NumericsError(f"numerics.mode {mode} with {parallel_slices} slice(s) × {threads_per_slice} thread(s): "
-                            f"TensorFlow was loaded in this process before the pipeline could pin its kernels "
-                            f"({'as ' + ' with '.join(map(str, _pinned)) if _pinned else 'unpinned'}); "
-                            f"run the stage in a process of its own")
+        raise NumericsError(
+            f"numerics.mode {mode} with {parallel_slices} slice(s) × {threads_per_slice} thread(s): "
+            f"TensorFlow was loaded in this process before the pipeline could pin its kernels "
+            f"({'as ' + ' with '.join(map(str, _pinned)) if _pinned else 'unpinned'}); "
+            f"run the stage in a process of its own"
+        )
     pinned, overridden = environment(mode, environ)
     for item in overridden:
-        print(f"{stage}: ignoring {item} from the environment: params.yaml numerics.mode ({mode}) decides",
-              file=sys.stderr)
+        print(
+            f"{stage}: ignoring {item} from the environment: params.yaml numerics.mode ({mode}) decides",
+            file=sys.stderr,
+        )
     environ.clear()
     environ.update(pinned)
     with _quiet_stderr(environ.get(_LOG_LEVEL) == QUIET):

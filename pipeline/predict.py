@@ -74,8 +74,12 @@ def predict_with_mlflow(uri: str, image: Image.Image) -> tuple[int, float]:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = stage_parser("pipeline.predict", __doc__)
     parser.add_argument("image")
-    parser.add_argument("--model", metavar="URI", help="an MLflow model URI, e.g. models:/mnist@champion or "
-                        "runs:/<run id>/model (default: the workspace's model, paths.mnist.model)")
+    parser.add_argument(
+        "--model",
+        metavar="URI",
+        help="an MLflow model URI, e.g. models:/mnist@champion or "
+        "runs:/<run id>/model (default: the workspace's model, paths.mnist.model)",
+    )
     args = parser.parse_args(argv)
     with run_stage("predict"):
         params = load_params(args.params)

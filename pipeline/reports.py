@@ -37,10 +37,22 @@ def confusion_matrix(actual: Sequence[int], predicted: Sequence[int], classes: i
     image = axis.imshow(np.log1p(counts), cmap="Blues")
     for (row, column), count in np.ndenumerate(counts):
         if count:
-            axis.text(column, row, str(count), ha="center", va="center", fontsize=7,
-                      color="white" if count > counts.max() / 4 else "black")
-    axis.set(xlabel="predicted", ylabel="actual", xticks=range(classes), yticks=range(classes),
-             title=f"Confusion matrix ({counts.trace()}/{counts.sum()} correct)")
+            axis.text(
+                column,
+                row,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if count > counts.max() / 4 else "black",
+            )
+    axis.set(
+        xlabel="predicted",
+        ylabel="actual",
+        xticks=range(classes),
+        yticks=range(classes),
+        title=f"Confusion matrix ({counts.trace()}/{counts.sum()} correct)",
+    )
     figure.colorbar(image, ax=axis, label="log(1 + count)")
     figure.tight_layout()
     return figure

@@ -45,8 +45,9 @@ def _pin(config: dict[str, Any]) -> None:
     if "tensorflow" not in sys.modules:
         from pipeline import numerics  # noqa: PLC0415
 
-        numerics.pin(config["numerics_mode"], config["parallel_slices"], config["threads_per_slice"],
-                     stage="mlflow model")
+        numerics.pin(
+            config["numerics_mode"], config["parallel_slices"], config["threads_per_slice"], stage="mlflow model"
+        )
 
 
 def _column(model_input: Any, name: str) -> list:
@@ -91,8 +92,12 @@ class DigitReader(mlflow.pyfunc.PythonModel):
         from pipeline.inference import softmax  # noqa: PLC0415
 
         probabilities = softmax(self.logits(images_array(model_input)))
-        return pd.DataFrame({"digit": probabilities.argmax(axis=1).astype(np.int64),
-                             "probabilities": [row.tolist() for row in probabilities]})
+        return pd.DataFrame(
+            {
+                "digit": probabilities.argmax(axis=1).astype(np.int64),
+                "probabilities": [row.tolist() for row in probabilities],
+            }
+        )
 
 
 class StoryTeller(mlflow.pyfunc.PythonModel):
@@ -121,7 +126,7 @@ class StoryTeller(mlflow.pyfunc.PythonModel):
 
         start = prompt_tokens(prompt, [], self.vocabulary, self.n_input, "the model's vocabulary")
         story = generate(self.model, self.vocabulary, start, words, self.logits)
-        return detokenize(story[self.n_input:], self.vocabulary["tokens"])
+        return detokenize(story[self.n_input :], self.vocabulary["tokens"])
 
 
 @dataclass(frozen=True)
@@ -141,34 +146,47 @@ def packaging(task: str, model_path: Path, params: Any) -> Packaging:
     from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec  # noqa: PLC0415
 
     training = params.training(task)
-    config = {"numerics_mode": params.numerics.mode, "parallel_slices": training.parallel_slices,
-              "threads_per_slice": params.numerics.threads_per_slice}
+    config = {
+        "numerics_mode": params.numerics.mode,
+        "parallel_slices": training.parallel_slices,
+        "threads_per_slice": params.numerics.threads_per_slice,
+    }
     if task == "mnist":
         from pipeline.splits import load_split  # noqa: PLC0415
 
         return Packaging(
-            python_model=DigitReader(), artifacts={"model": str(model_path)}, model_config=config,
+            python_model=DigitReader(),
+            artifacts={"model": str(model_path)},
+            model_config=config,
             input_example=load_split(params.paths.mnist.prepared, "test")[0][:2],
             signature=ModelSignature(
                 inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 28, 28))]),
-                outputs=Schema([ColSpec("long", "digit"), ColSpec(Array("double"), "probabilities")])),
+                outputs=Schema([ColSpec("long", "digit"), ColSpec(Array("double"), "probabilities")]),
+            ),
         )
     from pipeline.fable import text_tokens  # noqa: PLC0415
     from pipeline.text import detokenize  # noqa: PLC0415
 
     tokens, vocabulary = text_tokens(params)
     n = training.n_input
-    example = [detokenize(tokens[:n], vocabulary["tokens"]), detokenize(tokens[n:2 * n], vocabulary["tokens"])]
+    example = [detokenize(tokens[:n], vocabulary["tokens"]), detokenize(tokens[n : 2 * n], vocabulary["tokens"])]
     return Packaging(
         python_model=StoryTeller(),
         artifacts={"model": str(model_path), "vocabulary": str(params.paths.fable.vocabulary)},
-        model_config={**config, "n_input": training.n_input, "story_words": training.story_words,
-                      "tokens": vocabulary["tokens"], "prompt": training.prompt or example[0]},
+        model_config={
+            **config,
+            "n_input": training.n_input,
+            "story_words": training.story_words,
+            "tokens": vocabulary["tokens"],
+            "prompt": training.prompt or example[0],
+        },
         input_example=example,
         # One unnamed string column: a plain list of prompts is a valid request.
-        signature=ModelSignature(inputs=Schema([ColSpec("string")]),
-                                 outputs=Schema([ColSpec("string", "story")]),
-                                 params=ParamSchema([ParamSpec("story_words", "long", training.story_words)])),
+        signature=ModelSignature(
+            inputs=Schema([ColSpec("string")]),
+            outputs=Schema([ColSpec("string", "story")]),
+            params=ParamSchema([ParamSpec("story_words", "long", training.story_words)]),
+        ),
     )
 
 

@@ -75,7 +75,8 @@ def run_stage(name: str) -> Iterator[None]:
         if debugging():
             raise
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        print(f"{name}: unexpected {type(error).__name__}: {first} (--debug or {DEBUG_ENV}=1 shows the traceback)",
-              file=sys.stderr)
+        print(
+            f"{name}: unexpected {type(error).__name__}: {first} (--debug or {DEBUG_ENV}=1 shows the traceback)",
+            file=sys.stderr,
+        )
         sys.exit(1)
-

@@ -88,7 +88,9 @@ def get_task(name: str) -> Task:
     return TASK
 
 
-def run_task_stage(stage: str, doc: str, work: Callable[[Task, Params], None], argv: Sequence[str] | None = None) -> None:
+def run_task_stage(
+    stage: str, doc: str, work: Callable[[Task, Params], None], argv: Sequence[str] | None = None
+) -> None:
     """``python -m pipeline.<stage> MODEL``: params read and checked, TensorFlow's kernels and threads pinned
     as they say (pipeline.numerics), then ``work(task, params)``, which may import TensorFlow."""
     parser = stage_parser(f"pipeline.{stage}", doc)

@@ -55,8 +55,18 @@ DATABASE_USER = "mlflow"
 START_TIMEOUT = 120.0  # seconds for one service to answer after it is started
 # The ports a stack needs: PostgreSQL, MLflow, and SeaweedFS's master, volume, filer and S3 servers (each
 # with a gRPC port beside its HTTP one).
-PORT_NAMES = ("postgres", "mlflow", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc",
-              "s3", "s3_grpc")
+PORT_NAMES = (
+    "postgres",
+    "mlflow",
+    "master",
+    "master_grpc",
+    "volume",
+    "volume_grpc",
+    "filer",
+    "filer_grpc",
+    "s3",
+    "s3_grpc",
+)
 SERVICES = ("postgres", "s3", "mlflow")
 
 
@@ -107,11 +117,15 @@ def load_or_create(directory: Path) -> Stack:
         taken.add(ports[name])
     token = lambda: secrets.token_urlsafe(24)  # noqa: E731
     generated = {
-        "database_password": token(), "admin_password": token(), "trainer_password": token(),
+        "database_password": token(),
+        "admin_password": token(),
+        "trainer_password": token(),
         "flask_secret_key": token(),
         # S3 identities: the MLflow server's (artifacts) and the clients' (the DVC remote).
-        "mlflow_s3_access_key": f"MLFLOW{secrets.token_hex(7).upper()}", "mlflow_s3_secret_key": token(),
-        "dvc_s3_access_key": f"DVC{secrets.token_hex(8).upper()}", "dvc_s3_secret_key": token(),
+        "mlflow_s3_access_key": f"MLFLOW{secrets.token_hex(7).upper()}",
+        "mlflow_s3_secret_key": token(),
+        "dvc_s3_access_key": f"DVC{secrets.token_hex(8).upper()}",
+        "dvc_s3_secret_key": token(),
     }
     directory.mkdir(parents=True, exist_ok=True)
     _write_private(file, json.dumps({"ports": ports, "secrets": generated}, indent=2))
@@ -220,7 +234,9 @@ def authorization(user: str, password: str) -> str:
 def http_status(url: str, timeout: float = 3.0, headers: Mapping[str, str] | None = None) -> int | None:
     """The HTTP status ``url`` answers with, None if nothing answers."""
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=dict(headers or {})), timeout=timeout) as answer:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=dict(headers or {})), timeout=timeout
+        ) as answer:
             return answer.status
     except urllib.error.HTTPError as error:
         return error.code
@@ -228,8 +244,9 @@ def http_status(url: str, timeout: float = 3.0, headers: Mapping[str, str] | Non
         return None
 
 
-def _wait(what: str, check: Callable[[], bool], log: Path, pid_file: Path | None = None,
-          timeout: float = START_TIMEOUT) -> None:
+def _wait(
+    what: str, check: Callable[[], bool], log: Path, pid_file: Path | None = None, timeout: float = START_TIMEOUT
+) -> None:
     began = time.monotonic()
     while time.monotonic() - began < timeout:
         if check():
@@ -245,8 +262,15 @@ def _spawn(command: Sequence[str], log: Path, pid_file: Path, env: Mapping[str, 
     """Start a server in its own session (it outlives this process) with its output in ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as output:
-        process = subprocess.Popen(list(command), stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=dict(env), cwd=cwd, start_new_session=True)
+        process = subprocess.Popen(
+            list(command),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+        )
     pid_file.write_text(f"{process.pid}\n")
 
 
@@ -276,8 +300,11 @@ def _reap(pid: int) -> None:
 
 def _server_environment() -> dict[str, str]:
     """This process's environment without a client's MLflow or AWS settings."""
-    return {key: value for key, value in os.environ.items()
-            if not key.startswith(("MLFLOW_", "AWS_")) and key not in ("PGPASSWORD", DIRECTORY_ENV)}
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MLFLOW_", "AWS_")) and key not in ("PGPASSWORD", DIRECTORY_ENV)
+    }
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------------------
@@ -302,13 +329,43 @@ def start_postgres(stack: Stack) -> None:
         _write_private(password_file, stack.secrets["database_password"])
         _give_to_service_user(password_file)
         try:
-            _check_run([*as_user, _postgres_binary(stack, "initdb"), "-D", str(data), "-U", DATABASE_USER, "-A",
-                        "scram-sha-256", f"--pwfile={password_file}", "-E", "UTF8", "--no-instructions"], "initdb")
+            _check_run(
+                [
+                    *as_user,
+                    _postgres_binary(stack, "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    DATABASE_USER,
+                    "-A",
+                    "scram-sha-256",
+                    f"--pwfile={password_file}",
+                    "-E",
+                    "UTF8",
+                    "--no-instructions",
+                ],
+                "initdb",
+            )
         finally:
             password_file.unlink(missing_ok=True)
     options = f"-c listen_addresses={HOST} -p {stack.ports['postgres']} -k {home}"
-    _check_run([*as_user, _postgres_binary(stack, "pg_ctl"), "-D", str(data), "-w", "-t", str(int(START_TIMEOUT)),
-                "-l", str(home / "log"), "-o", options, "start"], "pg_ctl start")
+    _check_run(
+        [
+            *as_user,
+            _postgres_binary(stack, "pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-t",
+            str(int(START_TIMEOUT)),
+            "-l",
+            str(home / "log"),
+            "-o",
+            options,
+            "start",
+        ],
+        "pg_ctl start",
+    )
     for database in ("mlflow", "mlflow_auth"):
         _create_database(stack, database)
 
@@ -316,8 +373,15 @@ def start_postgres(stack: Stack) -> None:
 def _create_database(stack: Stack, name: str) -> None:
     import psycopg  # noqa: PLC0415 - only the stack's set-up talks to PostgreSQL directly
 
-    with psycopg.connect(host=HOST, port=stack.ports["postgres"], user=DATABASE_USER, dbname="postgres",
-                         password=stack.secrets["database_password"], autocommit=True, connect_timeout=10) as connection:
+    with psycopg.connect(
+        host=HOST,
+        port=stack.ports["postgres"],
+        user=DATABASE_USER,
+        dbname="postgres",
+        password=stack.secrets["database_password"],
+        autocommit=True,
+        connect_timeout=10,
+    ) as connection:
         exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
             connection.execute(f'CREATE DATABASE "{name}"')
@@ -326,8 +390,12 @@ def _create_database(stack: Stack, name: str) -> None:
 def stop_postgres(stack: Stack) -> None:
     data = _postgres_data(stack)
     if _pid(data / "postmaster.pid") is not None:
-        subprocess.run([*_as_service_user(), _postgres_binary(stack, "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                       capture_output=True, text=True, timeout=60)
+        subprocess.run(
+            [*_as_service_user(), _postgres_binary(stack, "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
 
 def _check_run(command: Sequence[str], what: str) -> None:
@@ -346,9 +414,16 @@ def s3_running(stack: Stack) -> bool:
 
 def start_s3(stack: Stack) -> None:
     identities = [
-        {"name": name, "credentials": [{"accessKey": stack.secrets[f"{name}_s3_access_key"],
-                                        "secretKey": stack.secrets[f"{name}_s3_secret_key"]}],
-         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+        {
+            "name": name,
+            "credentials": [
+                {
+                    "accessKey": stack.secrets[f"{name}_s3_access_key"],
+                    "secretKey": stack.secrets[f"{name}_s3_secret_key"],
+                }
+            ],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
         for name in ("mlflow", "dvc")
     ]
     config = stack.path("s3.json")
@@ -358,13 +433,25 @@ def start_s3(stack: Stack) -> None:
     ports = stack.ports
     command = [
         shutil.which("weed", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}") or "weed",
-        "server", f"-ip={HOST}", f"-ip.bind={HOST}", f"-dir={data}",
-        f"-master.port={ports['master']}", f"-master.port.grpc={ports['master_grpc']}",
-        f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume_grpc']}",
-        f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer_grpc']}",
-        "-s3", f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3_grpc']}", f"-s3.config={config}",
-        "-s3.port.iceberg=0", "-s3.port.lance=0",  # SeaweedFS's other front ends: off
-        "-master.volumeSizeLimitMB=256", "-volume.max=0", "-volume.preStopSeconds=0",
+        "server",
+        f"-ip={HOST}",
+        f"-ip.bind={HOST}",
+        f"-dir={data}",
+        f"-master.port={ports['master']}",
+        f"-master.port.grpc={ports['master_grpc']}",
+        f"-volume.port={ports['volume']}",
+        f"-volume.port.grpc={ports['volume_grpc']}",
+        f"-filer.port={ports['filer']}",
+        f"-filer.port.grpc={ports['filer_grpc']}",
+        "-s3",
+        f"-s3.port={ports['s3']}",
+        f"-s3.port.grpc={ports['s3_grpc']}",
+        f"-s3.config={config}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",  # SeaweedFS's other front ends: off
+        "-master.volumeSizeLimitMB=256",
+        "-volume.max=0",
+        "-volume.preStopSeconds=0",
     ]
     log = stack.path("logs", "s3.log")
     _spawn(command, log, stack.path("s3.pid"), _server_environment(), data)
@@ -372,13 +459,18 @@ def start_s3(stack: Stack) -> None:
     _create_buckets(stack, log)
 
 
-def s3_client(endpoint: str, access_key: str, secret_key: str):  # noqa: ANN201 - boto3's client type is generated
+def s3_client(endpoint: str, access_key: str, secret_key: str):
     import boto3  # noqa: PLC0415
     from botocore.config import Config  # noqa: PLC0415
 
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access_key, aws_secret_access_key=secret_key,
-                        region_name="us-east-1",
-                        config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2}))
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+        config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2}),
+    )
 
 
 def _create_buckets(stack: Stack, log: Path) -> None:
@@ -394,7 +486,9 @@ def _create_buckets(stack: Stack, log: Path) -> None:
                 break
             except Exception as error:  # botocore's errors have no common base worth naming here
                 if time.monotonic() > deadline:
-                    raise PipelineError(f"the S3 server at {stack.s3_url} did not create bucket {bucket}: {error}; see {log}") from None
+                    raise PipelineError(
+                        f"the S3 server at {stack.s3_url} did not create bucket {bucket}: {error}; see {log}"
+                    ) from None
                 time.sleep(0.5)
 
 
@@ -416,19 +510,21 @@ def mlflow_running(stack: Stack) -> bool:
 
 def _auth_config(stack: Stack) -> Path:
     database = f"postgresql://{DATABASE_USER}@{HOST}:{stack.ports['postgres']}/mlflow_auth"
-    text = "\n".join([
-        "[mlflow]",
-        # Authenticated users may read every experiment; writing takes a grant. Anonymous requests: 401.
-        "default_permission = READ",
-        f"database_uri = {database}",
-        f"admin_username = {ADMIN}",
-        f"admin_password = {stack.secrets['admin_password']}",
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
-        "grant_default_workspace_access = false",
-        # A signed-in user's password is hashed again (PBKDF2, slow by design) only once a minute per worker,
-        # not at every request; a changed password reaches the other worker within that minute.
-        "auth_cache_ttl_seconds = 60",
-    ])
+    text = "\n".join(
+        [
+            "[mlflow]",
+            # Authenticated users may read every experiment; writing takes a grant. Anonymous requests: 401.
+            "default_permission = READ",
+            f"database_uri = {database}",
+            f"admin_username = {ADMIN}",
+            f"admin_password = {stack.secrets['admin_password']}",
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+            "grant_default_workspace_access = false",
+            # A signed-in user's password is hashed again (PBKDF2, slow by design) only once a minute per worker,
+            # not at every request; a changed password reaches the other worker within that minute.
+            "auth_cache_ttl_seconds = 60",
+        ]
+    )
     path = stack.path("basic_auth.ini")
     _write_private(path, text + "\n")
     return path
@@ -447,10 +543,22 @@ def start_mlflow(stack: Stack) -> None:
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
     command = [
-        sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
-        "--backend-store-uri", f"postgresql://{DATABASE_USER}@{HOST}:{stack.ports['postgres']}/mlflow",
-        "--artifacts-destination", f"s3://{BUCKETS['artifacts']}",
-        "--host", HOST, "--port", str(stack.ports["mlflow"]), "--workers", "2",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--app-name",
+        "basic-auth",
+        "--backend-store-uri",
+        f"postgresql://{DATABASE_USER}@{HOST}:{stack.ports['postgres']}/mlflow",
+        "--artifacts-destination",
+        f"s3://{BUCKETS['artifacts']}",
+        "--host",
+        HOST,
+        "--port",
+        str(stack.ports["mlflow"]),
+        "--workers",
+        "2",
     ]
     log = stack.path("logs", "mlflow.log")
     _spawn(command, log, stack.path("mlflow.pid"), env, stack.directory)
@@ -462,14 +570,23 @@ def stop_mlflow(stack: Stack) -> None:
     _terminate(stack.path("mlflow.pid"), grace=15)
 
 
-def api(stack: Stack, method: str, path: str, body: Mapping[str, object] | None = None,
-        user: str = ADMIN, password: str | None = None) -> dict:
+def api(
+    stack: Stack,
+    method: str,
+    path: str,
+    body: Mapping[str, object] | None = None,
+    user: str = ADMIN,
+    password: str | None = None,
+) -> dict:
     """One call of the MLflow server's REST API as ``user`` (the admin by default); its JSON answer."""
     password = stack.secrets["admin_password"] if password is None else password
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"{stack.mlflow_url}{path}", data=data, method=method,
-                                     headers={"Authorization": authorization(user, password),
-                                              "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{stack.mlflow_url}{path}",
+        data=data,
+        method=method,
+        headers={"Authorization": authorization(user, password), "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as answer:
         return json.loads(answer.read() or b"{}")
 
@@ -486,15 +603,28 @@ def _unless_exists(call: Callable[[], dict]) -> dict | None:
 def provision(stack: Stack) -> None:
     """The non-admin user and its grants: EDIT on the pipeline's experiments and registered models, which
     the admin creates (anything else the trainer creates, it manages; everyone signed in reads all)."""
-    _unless_exists(lambda: api(stack, "POST", "/api/2.0/mlflow/users/create",
-                               {"username": TRAINER, "password": stack.secrets["trainer_password"]}))
+    _unless_exists(
+        lambda: api(
+            stack,
+            "POST",
+            "/api/2.0/mlflow/users/create",
+            {"username": TRAINER, "password": stack.secrets["trainer_password"]},
+        )
+    )
     for name in TASK_NAMES:
         _unless_exists(lambda name=name: api(stack, "POST", "/api/2.0/mlflow/experiments/create", {"name": name}))
         found = api(stack, "GET", f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}")
         _unless_exists(lambda name=name: api(stack, "POST", "/api/2.0/mlflow/registered-models/create", {"name": name}))
-        for resource_type, resource_id in (("experiment", found["experiment"]["experiment_id"]),
-                                           ("registered_model", name)):
-            grant = {"username": TRAINER, "resource_type": resource_type, "resource_id": resource_id, "permission": "EDIT"}
+        for resource_type, resource_id in (
+            ("experiment", found["experiment"]["experiment_id"]),
+            ("registered_model", name),
+        ):
+            grant = {
+                "username": TRAINER,
+                "resource_type": resource_type,
+                "resource_id": resource_id,
+                "permission": "EDIT",
+            }
             _unless_exists(lambda grant=grant: api(stack, "POST", "/api/3.0/mlflow/users/permissions/grant", grant))
 
 
@@ -553,9 +683,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         began = time.monotonic()
         if args.command == "up":
             stack = up(directory)
-            print(f"team stack up in {duration(time.monotonic() - began)}: MLflow {stack.mlflow_url} (users {ADMIN}, "
-                  f"{TRAINER}), S3 {stack.s3_url} (buckets {', '.join(BUCKETS.values())}), PostgreSQL port "
-                  f"{stack.ports['postgres']}; `source {stack.path('env')}` to use it")
+            print(
+                f"team stack up in {duration(time.monotonic() - began)}: MLflow {stack.mlflow_url} (users {ADMIN}, "
+                f"{TRAINER}), S3 {stack.s3_url} (buckets {', '.join(BUCKETS.values())}), PostgreSQL port "
+                f"{stack.ports['postgres']}; `source {stack.path('env')}` to use it"
+            )
         elif args.command == "down":
             down(directory)
             print(f"team stack down in {duration(time.monotonic() - began)}; its data stays in {directory}")

@@ -39,8 +39,9 @@ def detokenize(tokens: Sequence[str], mode: Literal["word", "char"]) -> str:
     return (" " if mode == "word" else "").join(tokens)
 
 
-def prompt_tokens(prompt: str | None, text_tokens: Sequence[str], vocabulary: dict, n_input: int,
-                  source: str = "the vocabulary") -> list[str]:
+def prompt_tokens(
+    prompt: str | None, text_tokens: Sequence[str], vocabulary: dict, n_input: int, source: str = "the vocabulary"
+) -> list[str]:
     """The tokens a story starts from: ``prompt``'s, or (None) the text's own first ``n_input``.
 
     A prompt must have exactly ``n_input`` tokens, all in the vocabulary (``source`` names its file).

@@ -108,8 +108,11 @@ def load_model_uri(uri: str, answers: str) -> mlflow.pyfunc.PyFuncModel:
 # MLflow's own retries of a failed request (7, backing off from 2 s and doubling) take 4 minutes before an
 # error. An unreachable server is caught at once by require_server; these bound the wait for one that goes
 # away mid-run (a restart, an upgrade) to about a minute (2 + 4 + 8 + 16 + 32 s), each request to 30 s.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
-                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
 
 def require_server(uri: str | None = None, timeout: float = 5.0, environ: Mapping[str, str] = os.environ) -> None:
@@ -143,10 +146,12 @@ def require_server(uri: str | None = None, timeout: float = 5.0, environ: Mappin
     except (urllib.error.URLError, OSError):
         return  # /health answered: MLflow's retries deal with a slow API
     if user:
-        raise TrackingError(f"authentication failed for user {user} at {uri} (MLFLOW_TRACKING_USERNAME, "
-                            f"MLFLOW_TRACKING_PASSWORD)") from None
-    raise TrackingError(f"the MLflow server at {uri} requires a login: set MLFLOW_TRACKING_USERNAME and "
-                        f"MLFLOW_TRACKING_PASSWORD") from None
+        raise TrackingError(
+            f"authentication failed for user {user} at {uri} (MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD)"
+        ) from None
+    raise TrackingError(
+        f"the MLflow server at {uri} requires a login: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+    ) from None
 
 
 def experiment_id(name: str, environ: Mapping[str, str] = os.environ) -> str:
@@ -199,8 +204,9 @@ def _git(*arguments: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def provenance_tags(params_flat: Mapping[str, Any], input_files: Mapping[str, Path],
-                    environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+def provenance_tags(
+    params_flat: Mapping[str, Any], input_files: Mapping[str, Path], environ: Mapping[str, str] = os.environ
+) -> dict[str, str]:
     """Git commit and dirtiness, the DVC experiment, input data digests and the params hash."""
     tags: dict[str, str] = {}
     commit = _git("rev-parse", "HEAD")
@@ -244,8 +250,10 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 def find_run_by_model(experiment: str, digest: str) -> str | None:
     """The newest run whose model file has sha256 ``digest``."""
     runs = MlflowClient().search_runs(
-        [experiment], filter_string=f"tags.`{MODEL_DIGEST_TAG}` = '{digest}'",
-        order_by=["attributes.start_time DESC"], max_results=1,
+        [experiment],
+        filter_string=f"tags.`{MODEL_DIGEST_TAG}` = '{digest}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
     )
     return runs[0].info.run_id if runs else None
 
@@ -271,7 +279,9 @@ def log_resumed(rows: Sequence[Mapping[str, float]], epoch: int) -> None:
 def log_history(rows: Sequence[Mapping[str, float]]) -> None:
     """Per-epoch metrics of history rows (``epoch`` is the step): live, or from a checkpoint when resuming."""
     for row in rows:
-        mlflow.log_metrics({name: float(value) for name, value in row.items() if name != "epoch"}, step=int(row["epoch"]))
+        mlflow.log_metrics(
+            {name: float(value) for name, value in row.items() if name != "epoch"}, step=int(row["epoch"])
+        )
 
 
 def close_abandoned_runs(experiment: str) -> list[str]:
@@ -285,7 +295,9 @@ def close_abandoned_runs(experiment: str) -> list[str]:
         pid = run.data.tags.get(PID_TAG)
         if run.data.tags.get(HOST_TAG) != host or not (pid or "").isdigit() or process_alive(int(pid)):
             continue
-        client.set_tag(run.info.run_id, "pipeline.note", f"process {pid} died without ending this run; closed by the next attempt")
+        client.set_tag(
+            run.info.run_id, "pipeline.note", f"process {pid} died without ending this run; closed by the next attempt"
+        )
         client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
         print(f"MLflow run {run.info.run_id} was left RUNNING by process {pid}, which is gone: marked KILLED")
         closed.append(run.info.run_id)
@@ -311,12 +323,15 @@ def training_run(task: Task, params: Params, resumes: str | None = None) -> Iter
     if resumes:
         tags[RESUMES_TAG] = resumes
     exp_name = os.environ.get("DVC_EXP_NAME")
-    description = (f"{task.name} model trained by `dvc repro`. Restore its code, params and data with: "
-                   f"{tags.get('restore', 'dvc checkout')}")
+    description = (
+        f"{task.name} model trained by `dvc repro`. Restore its code, params and data with: "
+        f"{tags.get('restore', 'dvc checkout')}"
+    )
     # CPU and memory while it trains, every $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (MLflow's, 10 s).
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
-    run = mlflow.start_run(experiment_id=experiment, run_name=exp_name or None, tags=tags, description=description,
-                           log_system_metrics=True)
+    run = mlflow.start_run(
+        experiment_id=experiment, run_name=exp_name or None, tags=tags, description=description, log_system_metrics=True
+    )
     with run_status_on_exit():
         mlflow.log_params(flat)
         log_datasets([dataset for dataset in task.datasets(params) if dataset.context != "testing"])
@@ -342,14 +357,16 @@ def log_datasets(datasets: Sequence[Dataset]) -> Any:
 
     logged = None
     for dataset in datasets:
-        logged = MetaDataset(resolve_dataset_source(dataset.source), name=dataset.name,
-                             digest=dataset_digest(dataset.files))
+        logged = MetaDataset(
+            resolve_dataset_source(dataset.source), name=dataset.name, digest=dataset_digest(dataset.files)
+        )
         mlflow.log_input(logged, context=dataset.context)
     return logged
 
 
-def log_trained_model(task: Task, params: Params, model_path: Path, history_path: Path,
-                      artifacts: Sequence[str]) -> None:
+def log_trained_model(
+    task: Task, params: Params, model_path: Path, history_path: Path, artifacts: Sequence[str]
+) -> None:
     """The model as a self-contained pyfunc model (pipeline.serving), its digest tag, the history, its
     curves and the task's other training files."""
     from pipeline import serving  # noqa: PLC0415 - pandas and MLflow's pyfunc only where a model is logged
@@ -454,8 +471,10 @@ def carry_evaluation(task: Task, params: Params, run_id: str) -> str | None:
     client = MlflowClient()
     run = client.get_run(run_id)
     same_model = client.search_runs(
-        [run.info.experiment_id], filter_string=f"tags.`{MODEL_DIGEST_TAG}` = '{run.data.tags[MODEL_DIGEST_TAG]}'",
-        order_by=["attributes.start_time DESC"])
+        [run.info.experiment_id],
+        filter_string=f"tags.`{MODEL_DIGEST_TAG}` = '{run.data.tags[MODEL_DIGEST_TAG]}'",
+        order_by=["attributes.start_time DESC"],
+    )
     for earlier in same_model:
         names = earlier.data.tags.get(TEST_METRICS_TAG)
         if earlier.info.run_id == run_id or not names:
@@ -463,8 +482,11 @@ def carry_evaluation(task: Task, params: Params, run_id: str) -> str | None:
         source = earlier.data.tags.get(EVALUATED_BY_TAG, earlier.info.run_id)
         metrics = {name: earlier.data.metrics[name] for name in json.loads(names) if name in earlier.data.metrics}
         _log_test_metrics(task, params, metrics, source)
-        mlflow.set_tag("pipeline.note", f"same model bytes as run {earlier.info.run_id}: DVC reuses its evaluation, "
-                                        f"whose test metrics (measured in run {source}) are copied here")
+        mlflow.set_tag(
+            "pipeline.note",
+            f"same model bytes as run {earlier.info.run_id}: DVC reuses its evaluation, "
+            f"whose test metrics (measured in run {source}) are copied here",
+        )
         register(task.name, run_id)
         return source
     committed = committed_evaluation(params.paths_of(task.name))
@@ -474,8 +496,11 @@ def carry_evaluation(task: Task, params: Params, run_id: str) -> str | None:
     commit = _git("rev-parse", "--short", "HEAD")
     source = f"dvc.lock stage {stage}" + (f" at git commit {commit}" if commit else "")
     _log_test_metrics(task, params, test_metrics(metrics), source)
-    mlflow.set_tag("pipeline.note", f"these model bytes are the ones {source} evaluated: DVC reuses that "
-                                    "evaluation, whose metrics file's numbers are copied here")
+    mlflow.set_tag(
+        "pipeline.note",
+        f"these model bytes are the ones {source} evaluated: DVC reuses that "
+        "evaluation, whose metrics file's numbers are copied here",
+    )
     register(task.name, run_id)
     return source
 
@@ -504,8 +529,13 @@ def committed_evaluation(paths: ModelPaths, lock: Path = Path("dvc.lock")) -> tu
 
 
 # A version's tags, from its run's: provenance (besides its test metrics).
-_VERSION_TAGS = {"git_commit": "mlflow.source.git.commit", "dvc_experiment": "dvc.exp_name",
-                 "params_sha256": "params.sha256", "model_sha256": MODEL_DIGEST_TAG, "test_metrics_from": EVALUATED_BY_TAG}
+_VERSION_TAGS = {
+    "git_commit": "mlflow.source.git.commit",
+    "dvc_experiment": "dvc.exp_name",
+    "params_sha256": "params.sha256",
+    "model_sha256": MODEL_DIGEST_TAG,
+    "test_metrics_from": EVALUATED_BY_TAG,
+}
 
 
 def register(name: str, run_id: str) -> ModelVersion:
@@ -517,8 +547,11 @@ def register(name: str, run_id: str) -> ModelVersion:
     if not model_ids:
         raise TrackingError(f"MLflow run {run_id} has no logged model to register as {name!r}")
     tags = {key: run.data.tags.get(tag, "") for key, tag in _VERSION_TAGS.items()}
-    tags |= {metric: repr(run.data.metrics[metric]) for metric in json.loads(run.data.tags.get(TEST_METRICS_TAG, "[]"))
-             if metric in run.data.metrics}
+    tags |= {
+        metric: repr(run.data.metrics[metric])
+        for metric in json.loads(run.data.tags.get(TEST_METRICS_TAG, "[]"))
+        if metric in run.data.metrics
+    }
     with store_lock():
         try:
             client.create_registered_model(name, description=f"The {name} models this pipeline trained and evaluated.")
@@ -533,11 +566,18 @@ def register(name: str, run_id: str) -> ModelVersion:
             version = client.get_model_version(name, version.version)
         else:
             version = client.create_model_version(
-                name, source=f"models:/{model_ids[-1]}", run_id=run_id, tags=tags, model_id=model_ids[-1],
-                description=f"Trained and evaluated by `dvc repro`: MLflow run {run_id}.")
+                name,
+                source=f"models:/{model_ids[-1]}",
+                run_id=run_id,
+                tags=tags,
+                model_id=model_ids[-1],
+                description=f"Trained and evaluated by `dvc repro`: MLflow run {run_id}.",
+            )
         champion = _move_champion(client, name, version)
-    print(f"registered model {name} version {version.version} (test_accuracy {tags.get('test_accuracy', '-')}); "
-          f"{CHAMPION}: version {champion}")
+    print(
+        f"registered model {name} version {version.version} (test_accuracy {tags.get('test_accuracy', '-')}); "
+        f"{CHAMPION}: version {champion}"
+    )
     return version
 
 

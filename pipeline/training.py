@@ -37,7 +37,9 @@ _OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSpro
 def make_optimizer(training: Training, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     rate: float | keras.optimizers.schedules.LearningRateSchedule = training.learning_rate
     if training.learning_rate_schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(training.learning_rate, decay_steps=training.epochs * steps_per_epoch)
+        rate = keras.optimizers.schedules.CosineDecay(
+            training.learning_rate, decay_steps=training.epochs * steps_per_epoch
+        )
     return _OPTIMIZERS[training.optimizer](learning_rate=rate)
 
 
@@ -141,15 +143,19 @@ def resume_point(task: Task, params: Params, key: dict[str, str]) -> checkpoint.
     """The checkpoint an interrupted run of this very configuration (``key``: its fingerprint) left, if any."""
     state = checkpoint.load(params.paths_of(task.name).checkpoint, key)
     if state is not None:
-        print(f"resuming {task.name} training after epoch {state.epoch} "
-              f"from {params.paths_of(task.name).checkpoint} (MLflow run {state.run_id})")
+        print(
+            f"resuming {task.name} training after epoch {state.epoch} "
+            f"from {params.paths_of(task.name).checkpoint} (MLflow run {state.run_id})"
+        )
     return state
 
 
 def _restore(model: keras.Model, state: checkpoint.Checkpoint) -> None:
     model.optimizer.build(model.trainable_variables)
-    for kind, variables, values in (("model", model.variables, state.model),
-                                    ("optimizer", model.optimizer.variables, state.optimizer)):
+    for kind, variables, values in (
+        ("model", model.variables, state.model),
+        ("optimizer", model.optimizer.variables, state.optimizer),
+    ):
         if len(variables) != len(values):
             raise PipelineError(f"the checkpoint holds {len(values)} {kind} variables, the model has {len(variables)}")
         for variable, value in zip(variables, values, strict=True):
@@ -165,7 +171,8 @@ def epoch_batches(examples: Examples, seed: int, epochs: range, batch_size: int)
     orders = np.stack([epoch_order(seed, epoch, len(examples)) for epoch in epochs])
     x, y = tf.constant(examples.x), tf.constant(examples.y)
     batches = tf.data.Dataset.from_tensor_slices(orders).flat_map(
-        lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+        lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+    )
     return batches.map(lambda index: (tf.gather(x, index), tf.gather(y, index))).prefetch(tf.data.AUTOTUNE)
 
 
@@ -177,16 +184,27 @@ class Checkpointer(keras.callbacks.Callback):
         self.path, self.fingerprint, self.history, self.run_id = path, fingerprint, history, run_id
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        checkpoint.save(self.path, checkpoint.Checkpoint(
-            epoch=epoch + 1, fingerprint=self.fingerprint, history=self.history.rows, run_id=self.run_id,
-            model=[v.numpy() for v in self.model.variables],
-            optimizer=[v.numpy() for v in self.model.optimizer.variables],
-        ))
+        checkpoint.save(
+            self.path,
+            checkpoint.Checkpoint(
+                epoch=epoch + 1,
+                fingerprint=self.fingerprint,
+                history=self.history.rows,
+                run_id=self.run_id,
+                model=[v.numpy() for v in self.model.variables],
+                optimizer=[v.numpy() for v in self.model.optimizer.variables],
+            ),
+        )
 
 
-def train(task: Task, params: Params, callbacks: Sequence[keras.callbacks.Callback] = (),
-          resume: checkpoint.Checkpoint | None = None, run_id: str | None = None,
-          key: dict[str, str] | None = None) -> keras.Model:
+def train(
+    task: Task,
+    params: Params,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    resume: checkpoint.Checkpoint | None = None,
+    run_id: str | None = None,
+    key: dict[str, str] | None = None,
+) -> keras.Model:
     """Fit ``task``'s model as params.yaml says and return it, checkpointing after every epoch.
 
     ``key`` is the run's :func:`fingerprint` (computed here if not given). With ``resume``, training

@@ -31,6 +31,7 @@ def kill_at(point: str) -> dict[str, str]:
     """Environment for one command whose train stage kills itself at ``point`` (EPOCH:BATCH or EPOCH:checkpoint)."""
     return {"PIPELINE_KILL_AT": point, "PYTHONPATH": str(FAULTS)}
 
+
 # What a project copy needs to run `dvc repro`: the code, the pipeline and its configuration.
 PROJECT_FILES = ("pipeline", "bench", "dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".gitignore", "Makefile")
 
@@ -59,11 +60,12 @@ def raw(params_raw: dict) -> dict:
 @pytest.fixture
 def small_model(params_raw: dict) -> Callable[..., Any]:
     """Builds the pipeline's network, tiny (2 LSTM layers of 4 units, 5 steps of 3 features, 4 classes), seeded."""
-    def build(parallel_slices: int = 1):
-        import keras  # noqa: PLC0415 - TensorFlow loads only in the tests that build a model
 
-        from pipeline.config import parse_params  # noqa: PLC0415
-        from pipeline.model import recurrent_classifier, seed_everything  # noqa: PLC0415
+    def build(parallel_slices: int = 1):
+        import keras
+
+        from pipeline.config import parse_params
+        from pipeline.model import recurrent_classifier, seed_everything
 
         raw = copy.deepcopy(params_raw)
         raw["mnist"].update(units=4, layers=2, parallel_slices=parallel_slices)
@@ -108,7 +110,7 @@ def http_server() -> Iterator[LoopbackServer]:
     stop = threading.Event()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             state.hits.append(self.path)
             route = state.routes.get(self.path, Route(b"not found", status=404))
             stop.wait(route.delay)
@@ -156,16 +158,22 @@ class ProjectCopy:
 
     def runs(self, experiment: str, store: str | None = None) -> list:
         """The MLflow runs of ``experiment``, oldest first, in the copy's own store (or ``store``, a tracking URI)."""
-        import mlflow  # noqa: PLC0415 - only the tests that read runs pay for importing MLflow
+        import mlflow
 
         mlflow.set_tracking_uri(store or f"sqlite:///{self.root}/mlflow.db")
-        return mlflow.search_runs(experiment_names=[experiment], output_format="list",
-                                  order_by=["attributes.start_time ASC"])
+        return mlflow.search_runs(
+            experiment_names=[experiment], output_format="list", order_by=["attributes.start_time ASC"]
+        )
 
-    def run(self, *command: str, check: bool = True, timeout: float = 1200,
-            env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def run(
+        self, *command: str, check: bool = True, timeout: float = 1200, env_extra: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         result = subprocess.run(
-            command, cwd=self.root, env={**self.env, **(env_extra or {})}, capture_output=True, text=True,
+            command,
+            cwd=self.root,
+            env={**self.env, **(env_extra or {})},
+            capture_output=True,
+            text=True,
             timeout=timeout,
         )
         if check and result.returncode != 0:
@@ -186,13 +194,18 @@ def project_environment(mirror: Path) -> dict[str, str]:
     """
     # Not MLflow's settings of this process, nor the OpenMP ones TensorFlow's import here put in os.environ
     # (a user's shell has neither; the stages would print that they ignore them).
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith("MLFLOW_") and key not in ("KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("MLFLOW_") and key not in ("KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK")
+    }
     env.update(
         PIPELINE_MIRROR=str(mirror),
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.invalid",
-        GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.invalid",
+        GIT_AUTHOR_NAME="test",
+        GIT_AUTHOR_EMAIL="test@example.invalid",
+        GIT_COMMITTER_NAME="test",
+        GIT_COMMITTER_EMAIL="test@example.invalid",
         # System metrics every second (MLflow's default: 10), so that the short shrunken trainings have some.
         MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1",
     )
@@ -223,7 +236,7 @@ def clone_project(source: Path, destination: Path, env: dict[str, str]) -> Proje
     """`git clone` of the project at ``source``, with the matrix product's library that the clone's `make setup`
     would build from the same sources: this checkout's build (a build of other sources, e.g. uncommitted
     edits, stops the train stage with one line when it loads)."""
-    from pipeline.detgemm import LIBRARY  # noqa: PLC0415 - only the tests that clone pay for importing TensorFlow
+    from pipeline.detgemm import LIBRARY
 
     subprocess.run(["git", "clone", "-q", str(source), str(destination)], check=True)
     shutil.copy2(ROOT / "pipeline" / LIBRARY, destination / "pipeline" / LIBRARY)
@@ -287,9 +300,8 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 120) -> 
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"{process.args} exited with {process.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2):
-                return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2):
+            return
         time.sleep(0.5)
     raise AssertionError(f"{url} did not answer in {timeout} s")
 
@@ -302,9 +314,18 @@ def stack_directory() -> Path:
     return directory
 
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1600,1000")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1600,1000",
+)
 
 
 def _chromium() -> str:
@@ -316,7 +337,11 @@ def _chromium() -> str:
 
 def chromium_page(url: str, screenshot: Path) -> str:
     """The page's DOM after its scripts ran, and a screenshot of it, from headless Chromium."""
-    flags = [*CHROMIUM_FLAGS, f"--user-data-dir={screenshot.parent / 'chromium-profile'}", "--virtual-time-budget=20000"]
+    flags = [
+        *CHROMIUM_FLAGS,
+        f"--user-data-dir={screenshot.parent / 'chromium-profile'}",
+        "--virtual-time-budget=20000",
+    ]
     subprocess.run([_chromium(), *flags, f"--screenshot={screenshot}", url], capture_output=True, timeout=180)
     dom = subprocess.run([_chromium(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180)
     return dom.stdout
@@ -324,7 +349,7 @@ def chromium_page(url: str, screenshot: Path) -> str:
 
 def _onto_3_and_4(first: int, second: int) -> None:
     """In a child before exec: ``first`` as fd 3, ``second`` as fd 4, both inherited (either may be 3 or 4 now)."""
-    import fcntl  # noqa: PLC0415
+    import fcntl
 
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (first, second)]
     for target, fd in zip((3, 4), high):
@@ -336,17 +361,25 @@ def chromium_page_signed_in(url: str, screenshot: Path, authorization: str, unti
     (a user's login to a server with HTTP basic auth; credentials in the URL would break the page's own
     requests). Driven through the DevTools protocol on a pipe (file descriptors 3 and 4, messages ending in
     NUL); returns the DOM once its text holds ``until`` or ``timeout`` seconds have passed."""
-    import base64  # noqa: PLC0415
-    import json  # noqa: PLC0415
+    import base64
+    import json
 
     commands_read, commands_write = os.pipe()
     answers_read, answers_write = os.pipe()
     process = subprocess.Popen(
-        [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={screenshot.parent / 'chromium-profile'}",
-         "--remote-debugging-pipe", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            _chromium(),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={screenshot.parent / 'chromium-profile'}",
+            "--remote-debugging-pipe",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         # the pipes onto 3 and 4 in the child (after fork, so close_fds would close them again: off)
-        close_fds=False, preexec_fn=lambda: _onto_3_and_4(commands_read, answers_write))
+        close_fds=False,
+        preexec_fn=lambda: _onto_3_and_4(commands_read, answers_write),
+    )
     os.close(commands_read)
     os.close(answers_write)
     answers, pending, counter = os.fdopen(answers_read, "rb"), b"", iter(range(1, 1 << 30))
@@ -380,13 +413,21 @@ def chromium_page_signed_in(url: str, screenshot: Path, authorization: str, unti
         text = ""
         while time.monotonic() < deadline and until not in text:
             time.sleep(1)
-            text = send("Runtime.evaluate", session, expression="document.body ? document.body.innerText : ''",
-                        returnByValue=True)["result"].get("value") or ""
+            text = (
+                send(
+                    "Runtime.evaluate",
+                    session,
+                    expression="document.body ? document.body.innerText : ''",
+                    returnByValue=True,
+                )["result"].get("value")
+                or ""
+            )
         time.sleep(1)  # the last requests' results drawn
         shot = send("Page.captureScreenshot", session, format="png")["data"]
         screenshot.write_bytes(base64.b64decode(shot))
-        return send("Runtime.evaluate", session, expression="document.documentElement.outerHTML",
-                    returnByValue=True)["result"]["value"]
+        return send("Runtime.evaluate", session, expression="document.documentElement.outerHTML", returnByValue=True)[
+            "result"
+        ]["value"]
     finally:
         with contextlib.suppress(OSError, AssertionError):
             send("Browser.close")

@@ -45,11 +45,16 @@ def test_each_mode_is_checked_against_the_params(params_raw):
     assert mode_params(params, "native").numerics.mode == "native"
     assert mode_params(params, "portable", batch=128).mnist.batch_size == 128
     assert params.numerics.mode == "portable" and params.mnist.batch_size == 256  # a changed copy, not a change
-    threads = parse_params({**params_raw, "numerics": {**params_raw["numerics"], "mode": "native", "threads_per_slice": 2}})
+    threads = parse_params(
+        {**params_raw, "numerics": {**params_raw["numerics"], "mode": "native", "threads_per_slice": 2}}
+    )
     assert mode_params(threads, "native").numerics.threads_per_slice == 2
     # pipeline.config's own validator, naming the source and the key
-    with pytest.raises(ParamsError, match=r"^bench\.yaml with numerics\.mode portable: numerics: portable runs each "
-                                          r"slice on 1 thread"):
+    with pytest.raises(
+        ParamsError,
+        match=r"^bench\.yaml with numerics\.mode portable: numerics: portable runs each "
+        r"slice on 1 thread",
+    ):
         mode_params(threads, "portable", source="bench.yaml")
 
 
@@ -58,32 +63,53 @@ def _implementation(train: float, evaluation: float) -> dict:
 
 
 def _results(implementations: dict, notes: list[str]) -> dict:
-    return {"throughput": {
-        "batch_size": 256, "repeats": 3, "steps_per_execution": 43, "timed_batches_per_round": 43,
-        "parallel_slices": 2, "threads_per_slice": 1, "implementations": implementations,
-        "ratios": ratios(implementations), "notes": notes, "gemm_gflops": {"tensorflow portable": 60.0, "numpy": 190.0},
-        "gemm_limit_train_samples_per_s": 14_000.0,
-    }}
+    return {
+        "throughput": {
+            "batch_size": 256,
+            "repeats": 3,
+            "steps_per_execution": 43,
+            "timed_batches_per_round": 43,
+            "parallel_slices": 2,
+            "threads_per_slice": 1,
+            "implementations": implementations,
+            "ratios": ratios(implementations),
+            "notes": notes,
+            "gemm_gflops": {"tensorflow portable": 60.0, "numpy": 190.0},
+            "gemm_limit_train_samples_per_s": 14_000.0,
+        }
+    }
 
 
 def test_table_sets_both_modes_beside_pytorch():
-    implementations = {"pipeline portable": _implementation(6_000, 20_000), "pipeline native": _implementation(9_000, 25_000),
-                       "PyTorch": {**_implementation(5_000, 40_000), "setup": {"threads": 2}}}
+    implementations = {
+        "pipeline portable": _implementation(6_000, 20_000),
+        "pipeline native": _implementation(9_000, 25_000),
+        "PyTorch": {**_implementation(5_000, 40_000), "setup": {"threads": 2}},
+    }
     results = _results(implementations, [])
     assert results["throughput"]["ratios"] == {
-        "portable / PyTorch": {"train": 1.2, "eval": 0.5}, "native / PyTorch": {"train": 1.8, "eval": 0.625},
-        "portable / native": {"train": 6_000 / 9_000, "eval": 0.8}}
+        "portable / PyTorch": {"train": 1.2, "eval": 0.5},
+        "native / PyTorch": {"train": 1.8, "eval": 0.625},
+        "portable / native": {"train": 6_000 / 9_000, "eval": 0.8},
+    }
     text = table(results)
     assert text.startswith("| implementation | train samples/s | eval samples/s | train, share of GEMM limit |\n|---|")
-    assert "| pipeline portable | 6,000 | 20,000 | 50.0% |\n| pipeline native | 9,000 | 25,000 | 50.0% |\n" \
-           "| PyTorch | 5,000 | 40,000 | 50.0% |\n" in text
-    assert "\nportable / PyTorch: train 1.20×, eval 0.50×\nnative / PyTorch: train 1.80×, eval 0.62×\n" \
-           "portable costs: train 1.50× native's time, eval 1.25×\n" in text
+    assert (
+        "| pipeline portable | 6,000 | 20,000 | 50.0% |\n| pipeline native | 9,000 | 25,000 | 50.0% |\n"
+        "| PyTorch | 5,000 | 40,000 | 50.0% |\n" in text
+    )
+    assert (
+        "\nportable / PyTorch: train 1.20×, eval 0.50×\nnative / PyTorch: train 1.80×, eval 0.62×\n"
+        "portable costs: train 1.50× native's time, eval 1.25×\n" in text
+    )
     assert "PyTorch 2 thread(s)" in text and "tensorflow portable 60, numpy 190 GFLOP/s" in text
 
 
 def test_table_without_pytorch_has_a_note_and_no_ratios_to_it():
-    implementations = {"pipeline portable": _implementation(6_000, 20_000), "pipeline native": _implementation(9_000, 25_000)}
+    implementations = {
+        "pipeline portable": _implementation(6_000, 20_000),
+        "pipeline native": _implementation(9_000, 25_000),
+    }
     results = _results(implementations, [TORCH_MISSING])
     assert set(results["throughput"]["ratios"]) == {"portable / native"}
     text = table(results)
@@ -92,7 +118,9 @@ def test_table_without_pytorch_has_a_note_and_no_ratios_to_it():
 
 
 def test_table_of_one_mode():
-    results = _results({"pipeline native": _implementation(9_000, 25_000), "PyTorch": _implementation(5_000, 40_000)}, [])
+    results = _results(
+        {"pipeline native": _implementation(9_000, 25_000), "PyTorch": _implementation(5_000, 40_000)}, []
+    )
     text = table(results)
     assert "native / PyTorch: train 1.80×, eval 0.62×" in text
     assert "| pipeline portable |" not in text and "portable /" not in text and "portable costs" not in text
@@ -128,8 +156,22 @@ def test_missing_data_stops_the_benchmark_before_any_work(prepared, tmp_path):
     (tmp_path / "data" / "prepared" / "x_test.npy").unlink()
     (tmp_path / "data" / "fable.json").unlink()
     output = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "bench.benchmark", "--params", str(prepared), "--skip", "repro",
-                           "--output", str(output)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.benchmark",
+            "--params",
+            str(prepared),
+            "--skip",
+            "repro",
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1 and done.stdout == ""
     lines = done.stderr.splitlines()
     assert lines == [
@@ -154,14 +196,20 @@ def test_without_a_mirror_or_a_reachable_source_the_repro_phase_refuses_up_front
     params = parse_params(raw)
     root = Path(__file__).resolve().parents[1]
     (problem,) = missing_prerequisites(params, skip=[], environ={}, source=root)
-    assert problem.startswith("the full-repro phase's fresh clone fetches the data, and no source answers for "
-                              "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
-                              f"t10k-labels-idx1-ubyte, fable.txt ({http_server.base_url}/mnist/"
-                              "train-images-idx3-ubyte.gz: HTTP 404 Not Found): set PIPELINE_MIRROR to ")
+    assert problem.startswith(
+        "the full-repro phase's fresh clone fetches the data, and no source answers for "
+        "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+        f"t10k-labels-idx1-ubyte, fable.txt ({http_server.base_url}/mnist/"
+        "train-images-idx3-ubyte.gz: HTTP 404 Not Found): set PIPELINE_MIRROR to "
+    )
     assert problem.endswith("or leave the phase out with --skip repro")
-    assert http_server.hits == ["/mnist/train-images-idx3-ubyte.gz", "/mnist/train-labels-idx1-ubyte.gz",
-                                "/mnist/t10k-images-idx3-ubyte.gz", "/mnist/t10k-labels-idx1-ubyte.gz",
-                                "/fable/belling_the_cat.txt"]
+    assert http_server.hits == [
+        "/mnist/train-images-idx3-ubyte.gz",
+        "/mnist/train-labels-idx1-ubyte.gz",
+        "/mnist/t10k-images-idx3-ubyte.gz",
+        "/mnist/t10k-labels-idx1-ubyte.gz",
+        "/fable/belling_the_cat.txt",
+    ]
     assert missing_prerequisites(params, skip=["repro"], environ={}, source=root) == []
     assert missing_prerequisites(params, skip=[], environ={"PIPELINE_MIRROR": str(mirror)}, source=root) == []
 
@@ -183,16 +231,23 @@ def test_the_last_commit_is_needed_for_the_repro_phase(prepared, tmp_path, mirro
     empty = tmp_path / "repository"
     empty.mkdir()
     subprocess.run(["git", "init", "-q", str(empty)], check=True)
-    (problem,) = missing_prerequisites(_params(prepared), skip=[], environ={"PIPELINE_MIRROR": str(mirror)}, source=empty)
-    assert problem == (f"the full-repro phase clones the last commit of {empty}, which has none (not a git "
-                       "repository?): commit first, or leave the phase out with --skip repro")
+    (problem,) = missing_prerequisites(
+        _params(prepared), skip=[], environ={"PIPELINE_MIRROR": str(mirror)}, source=empty
+    )
+    assert problem == (
+        f"the full-repro phase clones the last commit of {empty}, which has none (not a git "
+        "repository?): commit first, or leave the phase out with --skip repro"
+    )
 
 
 def test_a_relative_mirror_is_resolved_for_the_clone(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     environment = clone_environment({"PIPELINE_MIRROR": "../shared/mirror", "HOME": "/home/x"})
     assert environment == {"PIPELINE_MIRROR": str(tmp_path.parent / "shared" / "mirror"), "HOME": "/home/x"}
-    assert clone_environment({"PIPELINE_MIRROR": "https://example.invalid/m"})["PIPELINE_MIRROR"] == "https://example.invalid/m"
+    assert (
+        clone_environment({"PIPELINE_MIRROR": "https://example.invalid/m"})["PIPELINE_MIRROR"]
+        == "https://example.invalid/m"
+    )
 
 
 def test_each_phase_is_written_before_the_next_runs_and_a_failure_keeps_them(tmp_path, capsys):
@@ -204,26 +259,46 @@ def test_each_phase_is_written_before_the_next_runs_and_a_failure_keeps_them(tmp
         on_disk_when_fable_ran.append(json.loads(output.read_text()))
         raise RuntimeError("worker fable failed (1):\nTraceback ...")
 
-    repro = {"wall_s": 170.4, "library_build_s": 12.6, "peak_rss_mb": {"train mnist": 900.0}, "mnist_test_accuracy": 0.99, "fable_accuracy": 0.99,
-             "fable_ceiling": 0.99, "outputs_match_committed_dvc_lock": True}
-    results = run_phases([Phase("dvc", "no-op", lambda: dvc, lambda d: f"{d['ratio']}×"),
-                          Phase("fable", "to its ceiling", fable, lambda f: "never"),
-                          Phase("repro", "from empty", lambda: repro, lambda r: "done")], output)
+    repro = {
+        "wall_s": 170.4,
+        "library_build_s": 12.6,
+        "peak_rss_mb": {"train mnist": 900.0},
+        "mnist_test_accuracy": 0.99,
+        "fable_accuracy": 0.99,
+        "fable_ceiling": 0.99,
+        "outputs_match_committed_dvc_lock": True,
+    }
+    results = run_phases(
+        [
+            Phase("dvc", "no-op", lambda: dvc, lambda d: f"{d['ratio']}×"),
+            Phase("fable", "to its ceiling", fable, lambda f: "never"),
+            Phase("repro", "from empty", lambda: repro, lambda r: "done"),
+        ],
+        output,
+    )
     assert on_disk_when_fable_ran == [{"dvc": dvc, "table": "no-op dvc repro 0.70 s vs DVC floor 0.50 s (1.40×)\n"}]
     written = json.loads(output.read_text())
     assert written["dvc"] == dvc and written["repro"] == repro  # the phase after the failure still ran
     assert written["fable"] == {"error": "RuntimeError: worker fable failed (1):\nTraceback ..."} == results["fable"]
-    assert "\nfable: failed: RuntimeError: worker fable failed (1):\nfull dvc repro from empty: 2 min 50 s (and 13 s to build the matrix product's library first);" in written["table"]
+    assert (
+        "\nfable: failed: RuntimeError: worker fable failed (1):\nfull dvc repro from empty: 2 min 50 s (and 13 s to build the matrix product's library first);"
+        in written["table"]
+    )
     assert benchmark.failed(results) == ["fable"]
     progress = capsys.readouterr().err.splitlines()
     assert progress[0:2] == ["bench: dvc (no-op) ...", "bench: dvc done in 0 s: 1.4×"]
-    assert progress[2:4] == ["bench: fable (to its ceiling) ...",
-                             "bench: fable failed after 0 s: RuntimeError: worker fable failed (1):"]
+    assert progress[2:4] == [
+        "bench: fable (to its ceiling) ...",
+        "bench: fable failed after 0 s: RuntimeError: worker fable failed (1):",
+    ]
     assert progress[-1] == "bench: repro done in 0 s: done"
 
 
 def test_a_failed_phase_ends_the_run_with_status_1_after_writing(prepared, tmp_path, monkeypatch, capsys):
-    implementations = {"pipeline portable": _implementation(6_000, 20_000), "pipeline native": _implementation(9_000, 25_000)}
+    implementations = {
+        "pipeline portable": _implementation(6_000, 20_000),
+        "pipeline native": _implementation(9_000, 25_000),
+    }
     measured = _results(implementations, [])["throughput"]
     monkeypatch.setattr(benchmark, "throughput", lambda *args: measured)
 
@@ -233,8 +308,9 @@ def test_a_failed_phase_ends_the_run_with_status_1_after_writing(prepared, tmp_p
     monkeypatch.setattr(benchmark, "one_shot", one_shot)
     output = tmp_path / "bench.json"
     with pytest.raises(SystemExit) as exit_status:
-        benchmark.main(["--params", str(prepared), "--skip", "dvc", "fable", "repro", "--repeats", "3",
-                        "--output", str(output)])
+        benchmark.main(
+            ["--params", str(prepared), "--skip", "dvc", "fable", "repro", "--repeats", "3", "--output", str(output)]
+        )
     assert exit_status.value.code == 1
     written = json.loads(output.read_text())
     assert written["throughput"] == measured
@@ -263,12 +339,31 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 @pytest.mark.slow
 def test_quick_benchmark_measures_both_modes_and_pytorch(trained_project, tmp_path):
     output = tmp_path / "bench.json"
-    done = trained_project.python("-m", "bench.benchmark", "--skip", "dvc", "fable", "repro", "--repeats", "1",
-                                  "--train-batches", "3", "--eval-samples", "200", "--output", str(output))
+    done = trained_project.python(
+        "-m",
+        "bench.benchmark",
+        "--skip",
+        "dvc",
+        "fable",
+        "repro",
+        "--repeats",
+        "1",
+        "--train-batches",
+        "3",
+        "--eval-samples",
+        "200",
+        "--output",
+        str(output),
+    )
     results = json.loads(output.read_text())
     progress = [line for line in done.stderr.splitlines() if line.startswith("bench: ")]  # each phase as it runs
     assert [line.split(" (")[0].split(" done in ")[0] for line in progress if not line.startswith("bench: note")] == [
-        "bench: throughput", "bench: throughput", "bench: profile", "bench: profile", f"bench: figures in {output}"]
+        "bench: throughput",
+        "bench: throughput",
+        "bench: profile",
+        "bench: profile",
+        f"bench: figures in {output}",
+    ]
     assert " train samples/s" in progress[-4] and " ms, inference batch " in progress[-2]
     t = results["throughput"]
     # The shrunken project: 300 training images in batches of 64 -> 5 steps an epoch, all in one execution;
@@ -276,7 +371,7 @@ def test_quick_benchmark_measures_both_modes_and_pytorch(trained_project, tmp_pa
     assert t["steps_per_execution"] == 5 and t["timed_batches_per_round"] == 5
     names = ["pipeline portable", "pipeline native"] + (["PyTorch"] if HAS_TORCH else [])
     assert set(t["implementations"]) == set(names)  # the JSON's keys are sorted; the table keeps this order
-    rows = [line.split(" |")[0].removeprefix("| ") for line in results["table"].splitlines()[2:2 + len(names)]]
+    rows = [line.split(" |")[0].removeprefix("| ") for line in results["table"].splitlines()[2 : 2 + len(names)]]
     assert rows == names
     for name in names:
         item = t["implementations"][name]
@@ -287,15 +382,24 @@ def test_quick_benchmark_measures_both_modes_and_pytorch(trained_project, tmp_pa
         assert setup["intra_op_threads"] == 1 and setup["inter_op_threads"] == 2 + 1
     torch_ratios = {"portable / PyTorch", "native / PyTorch"} if HAS_TORCH else set()
     assert set(t["ratios"]) == {"portable / native"} | torch_ratios
-    assert {"tensorflow portable", "tensorflow native", "numpy"} | ({"torch"} if HAS_TORCH else set()) == set(t["gemm_gflops"])
+    assert {"tensorflow portable", "tensorflow native", "numpy"} | ({"torch"} if HAS_TORCH else set()) == set(
+        t["gemm_gflops"]
+    )
     assert results["profile"]["mode"] == "portable"
     for part in ("train", "inference"):  # where the time goes: matrix products vs everything else
         profile = results["profile"][part]
         # portable: every product is pipeline.detgemm's op, none TensorFlow's
-        assert profile["step_ms"] > 0 and profile["matmuls"] > 0 and profile["top_ops"]["DetMatMul"] == profile["matmuls"]
+        assert (
+            profile["step_ms"] > 0 and profile["matmuls"] > 0 and profile["top_ops"]["DetMatMul"] == profile["matmuls"]
+        )
     assert not {"dvc", "fable", "repro"} & set(results)
     text = results["table"]
-    for line in ("| pipeline portable |", "| pipeline native |", "portable costs: train ", "one inference batch (100, portable)"):
+    for line in (
+        "| pipeline portable |",
+        "| pipeline native |",
+        "portable costs: train ",
+        "one inference batch (100, portable)",
+    ):
         assert line in text
     torch_lines = ("| PyTorch |", "portable / PyTorch: train ", "native / PyTorch: train ")
     assert all((line in text) == HAS_TORCH for line in torch_lines)
@@ -307,9 +411,22 @@ def test_benchmark_without_torch_runs_every_part(trained_copy, tmp_path):
     hidden = tmp_path / "no_torch" / "torch"  # an import of torch fails, as where it is not installed
     hidden.mkdir(parents=True)
     (hidden / "__init__.py").write_text("raise ImportError('hidden for the test')\n")
-    trained_copy.run(sys.executable, "-m", "bench.benchmark", "--modes", "portable", "--repeats", "1",
-                     "--train-batches", "2", "--eval-samples", "256", "--output", "bench.json",
-                     env_extra={"PYTHONPATH": str(hidden.parent)})
+    trained_copy.run(
+        sys.executable,
+        "-m",
+        "bench.benchmark",
+        "--modes",
+        "portable",
+        "--repeats",
+        "1",
+        "--train-batches",
+        "2",
+        "--eval-samples",
+        "256",
+        "--output",
+        "bench.json",
+        env_extra={"PYTHONPATH": str(hidden.parent)},
+    )
     results = json.loads((trained_copy.root / "bench.json").read_text())
     t = results["throughput"]
     assert set(t["implementations"]) == {"pipeline portable"} and t["ratios"] == {}
@@ -317,7 +434,7 @@ def test_benchmark_without_torch_runs_every_part(trained_copy, tmp_path):
     assert "up to date" in trained_copy.dvc("status").stdout
     assert not (trained_copy.root / "checkpoints" / "fable.npz").exists()
     assert "hidden for the test" in t["torch"] and "/ PyTorch" not in results["table"]
-    assert 0 < t["implementations"]["pipeline portable"]["train_fraction_of_gemm_limit"]
+    assert t["implementations"]["pipeline portable"]["train_fraction_of_gemm_limit"] > 0
     assert results["dvc"]["pipeline_was_up_to_date"] is True and results["dvc"]["ratio"] > 0
     assert results["fable"]["epochs_allowed"] == 2 and results["fable"]["mode"] == "portable"
     repro = results["repro"]  # a fresh clone of the shrunken project, run from empty

@@ -26,9 +26,12 @@ DIGESTS = {"params": "p", "data": "d", "code": "c", "library versions": "v"}
 
 def sample(epoch: int = 2) -> checkpoint.Checkpoint:
     return checkpoint.Checkpoint(
-        epoch=epoch, fingerprint=DIGESTS, run_id="abc",
+        epoch=epoch,
+        fingerprint=DIGESTS,
+        run_id="abc",
         model=[np.arange(6, dtype=np.float32).reshape(2, 3), np.array([7, 9], dtype=np.int64)],
-        optimizer=[np.array(12, dtype=np.int64)], history=[{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}],
+        optimizer=[np.array(12, dtype=np.int64)],
+        history=[{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}],
     )
 
 
@@ -53,8 +56,9 @@ def test_a_checkpoint_of_other_params_data_code_or_versions_is_discarded_saying_
     checkpoint.save(path, sample())
     assert checkpoint.load(path, {**DIGESTS, part: "changed"}) is None
     line = capsys.readouterr().out.strip()
-    assert line == (f"{path}: discarding the checkpoint of epoch 2, it was written with different {part}; "
-                    "training starts over")
+    assert line == (
+        f"{path}: discarding the checkpoint of epoch 2, it was written with different {part}; training starts over"
+    )
 
 
 @pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b"not a zip at all", lambda b: b""])
@@ -90,8 +94,10 @@ def killed_by_sigkill(output: str) -> bool:
 
 
 def outputs(project: ProjectCopy) -> dict[str, bytes]:
-    return {name: (project.root / name).read_bytes()
-            for name in ("models/mnist.keras", "metrics/mnist_history.csv", "metrics/mnist.json", "dvc.lock")}
+    return {
+        name: (project.root / name).read_bytes()
+        for name in ("models/mnist.keras", "metrics/mnist_history.csv", "metrics/mnist.json", "dvc.lock")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -113,19 +119,23 @@ def interrupted_copy(uninterrupted: ProjectCopy, tmp_path: Path) -> ProjectCopy:
     return ProjectCopy(root=root, env=dict(uninterrupted.env))
 
 
-@pytest.mark.parametrize(("point", "resumed_after"), [
-    ("1:2", None),        # early: mid-way through the first epoch, before any checkpoint
-    ("2:3", 1),           # mid-epoch: batch 3 of 5 of epoch 2
-    ("2:checkpoint", 2),  # just after epoch 2's checkpoint was written
-    (f"{EPOCHS}:checkpoint", EPOCHS),  # after the last epoch, before the model was saved
-])
+@pytest.mark.parametrize(
+    ("point", "resumed_after"),
+    [
+        ("1:2", None),  # early: mid-way through the first epoch, before any checkpoint
+        ("2:3", 1),  # mid-epoch: batch 3 of 5 of epoch 2
+        ("2:checkpoint", 2),  # just after epoch 2's checkpoint was written
+        (f"{EPOCHS}:checkpoint", EPOCHS),  # after the last epoch, before the model was saved
+    ],
+)
 def test_kill_9_then_repro_resumes_to_identical_bytes(uninterrupted, tmp_path, point, resumed_after):
     project = interrupted_copy(uninterrupted, tmp_path)
     expected = outputs(uninterrupted)
     runs_before = len(project.runs("mnist"))
 
-    killed = project.run(sys.executable, "-m", "dvc", "repro", "-s", "-f", "train_mnist", check=False,
-                         env_extra=kill_at(point))
+    killed = project.run(
+        sys.executable, "-m", "dvc", "repro", "-s", "-f", "train_mnist", check=False, env_extra=kill_at(point)
+    )
     assert killed.returncode != 0 and killed_by_sigkill(killed.stderr), killed.stderr
     checkpoint_file = project.root / "checkpoints" / "mnist.npz"
     assert checkpoint_file.exists() == (resumed_after is not None)
@@ -168,14 +178,22 @@ def test_kill_9_from_outside_while_dvc_runs_the_stage(trained_project, tmp_path)
     project = interrupted_copy(trained_project, tmp_path / "killed")
     project.edit_params(lambda raw: raw["mnist"].update(epochs=epochs))
 
-    dvc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train_mnist"], cwd=project.root, env=project.env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    dvc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "train_mnist"],
+        cwd=project.root,
+        env=project.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     checkpoint_file = project.root / "checkpoints" / "mnist.npz"
     deadline = time.monotonic() + 300
     while not checkpoint_file.exists() and time.monotonic() < deadline and dvc.poll() is None:
         time.sleep(0.05)
     # The python process itself, not a shell in between whose command line also names the module.
-    trainers = [p for p in psutil.Process(dvc.pid).children(recursive=True) if p.cmdline()[1:3] == ["-m", "pipeline.train"]]
+    trainers = [
+        p for p in psutil.Process(dvc.pid).children(recursive=True) if p.cmdline()[1:3] == ["-m", "pipeline.train"]
+    ]
     assert trainers, "the training process had already finished: raise `epochs`"
     os.kill(trainers[0].pid, signal.SIGKILL)
     output = dvc.communicate(timeout=120)[0]
@@ -189,13 +207,16 @@ def test_kill_9_from_outside_while_dvc_runs_the_stage(trained_project, tmp_path)
 
 def test_a_checkpoint_from_other_params_is_discarded_by_the_next_repro(uninterrupted, tmp_path):
     project = interrupted_copy(uninterrupted, tmp_path)
-    project.run(sys.executable, "-m", "dvc", "repro", "-s", "-f", "train_mnist", check=False,
-                env_extra=kill_at("2:checkpoint"))
+    project.run(
+        sys.executable, "-m", "dvc", "repro", "-s", "-f", "train_mnist", check=False, env_extra=kill_at("2:checkpoint")
+    )
     assert (project.root / "checkpoints" / "mnist.npz").exists()
     project.edit_params(lambda raw: raw["mnist"].update(learning_rate=raw["mnist"]["learning_rate"] / 2))
     rerun = project.dvc("repro", "train_mnist")
-    assert ("checkpoints/mnist.npz: discarding the checkpoint of epoch 2, it was written with different params; "
-            "training starts over") in rerun.stdout
+    assert (
+        "checkpoints/mnist.npz: discarding the checkpoint of epoch 2, it was written with different params; "
+        "training starts over"
+    ) in rerun.stdout
     assert "resuming" not in rerun.stdout
     assert len((project.root / "metrics" / "mnist_history.csv").read_text().splitlines()) == 1 + EPOCHS
     assert not (project.root / "checkpoints" / "mnist.npz").exists()

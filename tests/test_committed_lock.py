@@ -18,8 +18,9 @@ def outs(lock: dict) -> dict[str, str]:
 def test_a_fresh_clone_reproduces_the_committed_lock(tmp_path, mirror):
     """`git clone` + `dvc repro --force` on the default params (numerics portable), from empty: every output hash
     equals the committed one and `git status` stays clean (dvc.lock and metrics/ unchanged)."""
-    committed = yaml.safe_load(subprocess.run(["git", "show", "HEAD:dvc.lock"], cwd=ROOT, capture_output=True,
-                                              text=True, check=True).stdout)
+    committed = yaml.safe_load(
+        subprocess.run(["git", "show", "HEAD:dvc.lock"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    )
     clone = clone_project(ROOT, tmp_path / "clone", project_environment(mirror))
     # --force: the evaluate stages too, whose committed metrics would otherwise be kept as up to date
     clone.dvc("repro", "--force", check=True)

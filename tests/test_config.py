@@ -30,15 +30,20 @@ BAD_VALUES = [
     (lambda r: r["fable"].__setitem__("n_input", -3), r"params\.yaml: fable\.n_input: .*greater than 0, got -3"),
     (lambda r: r["fable"].__setitem__("n_input", 0), r"fable\.n_input: .*greater than 0, got 0"),
     (lambda r: r["fable"].__setitem__("n_inputs", 3), r"params\.yaml: fable\.n_inputs: unknown key \(a typo\?\)"),
-    (lambda r: r["data"]["mnist"]["split"].__setitem__("validation_size", 60000),
-     r"data\.mnist\.split: validation_size \+ train_size = 60000 \+ \d+ exceeds the 60000"),
+    (
+        lambda r: r["data"]["mnist"]["split"].__setitem__("validation_size", 60000),
+        r"data\.mnist\.split: validation_size \+ train_size = 60000 \+ \d+ exceeds the 60000",
+    ),
     (lambda r: r["data"]["mnist"]["split"].__setitem__("test_size", 10001), r"test_size = 10001 exceeds"),
     (lambda r: r["data"]["fable"].__setitem__("tokens", "words"), r"data\.fable\.tokens: .*got 'words'"),
     (lambda r: r["data"]["fable"].__setitem__("sha256", "abc"), r"data\.fable\.sha256: .*got 'abc'"),
     (lambda r: r["data"]["mnist"].__setitem__("mirrors", []), r"data\.mnist\.mirrors: "),
     (lambda r: r["paths"]["mnist"].pop("raw"), r"paths\.mnist\.raw: missing"),
     (lambda r: r["fable"].__setitem__("n_input", 3.0), r"fable\.n_input: .*got 3\.0 \(float\)"),
-    (lambda r: r["mnist"].__setitem__("parallel_slices", 0), r"params\.yaml: mnist\.parallel_slices: .*greater than 0, got 0"),
+    (
+        lambda r: r["mnist"].__setitem__("parallel_slices", 0),
+        r"params\.yaml: mnist\.parallel_slices: .*greater than 0, got 0",
+    ),
 ]
 
 
@@ -55,8 +60,15 @@ def test_bad_values_fail_with_one_line_naming_key_and_value(raw, edit, expected)
 def test_float_written_as_1e_minus_3_gets_a_hint():
     from pipeline.config import _describe
 
-    line = _describe("params.yaml", {"loc": ("mnist", "learning_rate"), "type": "float_type",
-                                     "msg": "Input should be a valid number", "input": "1e-3"})
+    line = _describe(
+        "params.yaml",
+        {
+            "loc": ("mnist", "learning_rate"),
+            "type": "float_type",
+            "msg": "Input should be a valid number",
+            "input": "1e-3",
+        },
+    )
     assert line.startswith("params.yaml: mnist.learning_rate: input should be a valid number, got '1e-3' (str)")
     assert "1.0e-3" in line
 

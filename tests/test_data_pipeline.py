@@ -24,7 +24,9 @@ def test_data_stages_end_to_end(project):
     for file in expected.values():  # content verified against params.yaml's sha256
         digest = hashlib.sha256((root / "data/raw/mnist" / file["name"]).read_bytes()).hexdigest()
         assert digest == file["sha256"]
-    shapes = {name: np.load(root / f"data/prepared/mnist/x_{name}.npy").shape for name in ("train", "validation", "test")}
+    shapes = {
+        name: np.load(root / f"data/prepared/mnist/x_{name}.npy").shape for name in ("train", "validation", "test")
+    }
     assert shapes == {"train": (55000, 28, 28), "validation": (5000, 28, 28), "test": (10000, 28, 28)}
     vocabulary = json.loads((root / "data/vocabulary/fable.json").read_text())
     assert (len(vocabulary["dictionary"]), vocabulary["ceiling_correct"], vocabulary["windows"]) == (112, 199, 201)

@@ -23,7 +23,8 @@ def test_every_stage_is_known_to_the_dependency_table():
 def test_dvc_yaml_lists_exactly_the_modules_the_stage_imports(stage):
     listed = sorted(dep for dep in dvc_stages()[stage]["deps"] if str(dep).startswith("pipeline/"))
     assert listed == dependencies.code_dependencies(stage), (
-        f"dvc.yaml stage {stage}: update its deps to `python -m pipeline.dependencies`'s list")
+        f"dvc.yaml stage {stage}: update its deps to `python -m pipeline.dependencies`'s list"
+    )
 
 
 def test_lazy_imports_count_and_type_checking_imports_do_not():
@@ -43,7 +44,9 @@ def test_a_module_that_loads_a_native_library_brings_its_cpp_sources():
     assert dependencies.native_sources("pipeline.detgemm") == detgemm.sources()
     assert dependencies.native_sources("pipeline.layers") == []
     for stage in ("train_mnist", "evaluate_fable"):
-        assert {f"pipeline/native/{path.name}" for path in detgemm.sources()} <= set(dependencies.code_dependencies(stage))
+        assert {f"pipeline/native/{path.name}" for path in detgemm.sources()} <= set(
+            dependencies.code_dependencies(stage)
+        )
     assert not any("native/" in path for path in dependencies.code_dependencies("prepare"))
 
 

@@ -48,8 +48,9 @@ def digest(array) -> str:
 
 
 @pytest.mark.parametrize(("rows", "columns", "terms", "transpose_a", "transpose_b"), SHAPES)
-def test_every_isa_gives_the_same_bits_within_float32_rounding_of_float64(rows, columns, terms, transpose_a,
-                                                                          transpose_b):
+def test_every_isa_gives_the_same_bits_within_float32_rounding_of_float64(
+    rows, columns, terms, transpose_a, transpose_b
+):
     import tensorflow as tf
 
     a, b = operands(rows, columns, terms, transpose_a, transpose_b)
@@ -147,8 +148,8 @@ def cell_inputs(units: int, batch: int, seed: int = 5) -> tuple[np.ndarray, np.n
 def reference_cell(z: np.ndarray, c_prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     units = len(c_prev)
     z64 = z.astype(np.float64)
-    i, f, o = (1 / (1 + np.exp(-z64[k * units:(k + 1) * units])) for k in range(3))
-    c = f * c_prev + i * np.tanh(z64[3 * units:])
+    i, f, o = (1 / (1 + np.exp(-z64[k * units : (k + 1) * units])) for k in range(3))
+    c = f * c_prev + i * np.tanh(z64[3 * units :])
     return o * np.tanh(c), c
 
 
@@ -211,7 +212,12 @@ def test_the_makefile_builds_the_library_this_module_loads():
     from conftest import ROOT
 
     assert f"DETGEMM := pipeline/{detgemm.LIBRARY}\n" in (ROOT / "Makefile").read_text()
-    assert [path.name for path in detgemm.sources()] == ["detgemm_cell.cc", "detgemm_kernel.cc", "detgemm_kernel.h", "detgemm_op.cc"]
+    assert [path.name for path in detgemm.sources()] == [
+        "detgemm_cell.cc",
+        "detgemm_kernel.cc",
+        "detgemm_kernel.h",
+        "detgemm_op.cc",
+    ]
 
 
 def test_a_missing_or_stale_build_is_one_line_saying_make_setup(tmp_path):

@@ -18,21 +18,25 @@ def test_windows_label_each_run_with_the_next_id():
 
 
 def test_continuation_in_text():
-    tokens = "a b c d e b c f".split()
+    tokens = ["a", "b", "c", "d", "e", "b", "c", "f"]
     assert continuation_in_text(tokens, ["b", "c"], 2) == ["b", "c", "d", "e"]  # the first occurrence
     assert continuation_in_text(tokens, ["x", "y"], 2) is None
 
 
 # --- another story through params alone ----------------------------------------------------------------
 
-FOX = ("a hungry fox saw some fine bunches of grapes hanging from a vine that was trained along a high "
-       "trellis , and did his best to reach them by jumping as high as he could into the air . but it was all "
-       "in vain , for they were just out of reach : so he gave up trying , and walked away with an air of "
-       "dignity and unconcern , remarking , i thought those grapes were ripe , but i see now they are quite "
-       "sour . it is easy to despise what you cannot get .\n")
+FOX = (
+    "a hungry fox saw some fine bunches of grapes hanging from a vine that was trained along a high "
+    "trellis , and did his best to reach them by jumping as high as he could into the air . but it was all "
+    "in vain , for they were just out of reach : so he gave up trying , and walked away with an air of "
+    "dignity and unconcern , remarking , i thought those grapes were ripe , but i see now they are quite "
+    "sour . it is easy to despise what you cannot get .\n"
+)
 # The same fable in Chinese, read one character at a time (data.fable.tokens: char).
-FOX_ZH = ("一只饥饿的狐狸看见葡萄架上挂着一串串熟透的葡萄。它跳了又跳，想摘下葡萄，可是怎么也够不着。"
-          "最后它只好走开，一边走一边说：这些葡萄一定是酸的，我才不想吃呢。得不到的东西，人们常说它不好。\n")
+FOX_ZH = (
+    "一只饥饿的狐狸看见葡萄架上挂着一串串熟透的葡萄。它跳了又跳，想摘下葡萄，可是怎么也够不着。"
+    "最后它只好走开，一边走一边说：这些葡萄一定是酸的，我才不想吃呢。得不到的东西，人们常说它不好。\n"
+)
 
 
 @pytest.mark.slow

@@ -98,7 +98,11 @@ def test_local_directory_mirror_comes_first(raw, tmp_path):
     params = parse_params(raw)
     targets = mnist_targets(params, str(tmp_path))
     assert [t.destination.name for t in targets] == [
-        "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ]
     assert targets[0].sources == (
         str(tmp_path / "mnist/train-images-idx3-ubyte.gz"),
         "https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz",
@@ -141,6 +145,6 @@ def test_a_long_download_shows_how_far_it_is(http_server, tmp_path, capsys, monk
     source = f"{http_server.base_url}/big"
     fetch(Target(tmp_path / "big", hashlib.sha256(content).hexdigest(), (source,)), timeout=5)
     log = capsys.readouterr().err.splitlines()
-    assert log[:4] == [f"fetch: {source}: {done} of 3.1 MB ({percent}%)"
-                       for done, percent in (("1.0", 34), ("2.1", 68), ("3.1", 100))] + [
-        f"fetch: {tmp_path / 'big'} <- {source} (3.1 MB)"]
+    assert log[:4] == [
+        f"fetch: {source}: {done} of 3.1 MB ({percent}%)" for done, percent in (("1.0", 34), ("2.1", 68), ("3.1", 100))
+    ] + [f"fetch: {tmp_path / 'big'} <- {source} (3.1 MB)"]

@@ -28,7 +28,9 @@ def test_wrong_magic_names_the_file():
 
 def test_truncated_file_names_expected_size():
     data = idx_bytes(IMAGES_MAGIC, np.zeros((3, 28, 28)))
-    with pytest.raises(IdxError, match=r"imgs: 2367 bytes, but its header's dimensions \(3, 28, 28\) need exactly 2368"):
+    with pytest.raises(
+        IdxError, match=r"imgs: 2367 bytes, but its header's dimensions \(3, 28, 28\) need exactly 2368"
+    ):
         parse_images(data[:-1], "imgs")
 
 

@@ -9,8 +9,12 @@ from conftest import ROOT
 
 
 def make_python(*variables: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "python", *variables],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["make", "--no-print-directory", "-C", str(ROOT), "python", *variables],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_the_first_candidate_that_runs_as_3_11_to_3_13_is_used():
@@ -23,8 +27,10 @@ def test_the_first_candidate_that_runs_as_3_11_to_3_13_is_used():
 def test_no_supported_interpreter_is_one_line_naming_what_was_tried():
     result = make_python("PYTHON_CANDIDATES=no-such-python3.12 no-such-python3")
     assert result.returncode != 0
-    assert result.stderr.splitlines()[0] == ("make: no Python 3.11-3.13 found (tried no-such-python3.12 "
-                                             "no-such-python3); install one, or make PYTHON=/path/to/python3.x")
+    assert result.stderr.splitlines()[0] == (
+        "make: no Python 3.11-3.13 found (tried no-such-python3.12 "
+        "no-such-python3); install one, or make PYTHON=/path/to/python3.x"
+    )
 
 
 def test_a_given_python_outside_the_range_is_refused(tmp_path):

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import mlflow
 import mlflow.pyfunc
-import pytest
 from conftest import chromium_page, free_port, stack_directory, wait_until_up
 from mlflow.tracking import MlflowClient
 
@@ -24,10 +23,25 @@ def mlflow_server(backend: str, artifacts: Path) -> Iterator[str]:
     """`mlflow server` on 127.0.0.1, stopped when the block ends."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
-         "--artifacts-destination", artifacts.as_uri(), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            backend,
+            "--artifacts-destination",
+            artifacts.as_uri(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -45,8 +59,10 @@ def postgres() -> Iterator[str]:
     stack = team.load_or_create(stack_directory())
     try:
         team.start(stack, "postgres")
-        yield (f"postgresql://{team.DATABASE_USER}:{stack.secrets['database_password']}@127.0.0.1:"
-               f"{stack.ports['postgres']}/mlflow")
+        yield (
+            f"postgresql://{team.DATABASE_USER}:{stack.secrets['database_password']}@127.0.0.1:"
+            f"{stack.ports['postgres']}/mlflow"
+        )
     finally:
         team.stop(stack, "postgres")
         shutil.rmtree(stack.directory, ignore_errors=True)
@@ -73,8 +89,9 @@ def test_mlflow_ui_shows_runs_and_test_accuracy_in_a_browser(trained_project, tm
     experiment = mlflow.get_experiment_by_name("mnist")
     backend = f"sqlite:///{trained_project.root}/mlflow.db"
     with mlflow_server(backend, trained_project.root / "mlruns") as url:
-        page = chromium_page(f"{url}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}",
-                             tmp_path / "run.png")
+        page = chromium_page(
+            f"{url}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}", tmp_path / "run.png"
+        )
     assert run.info.run_name in page, page[-2000:]
     assert "test_accuracy" in page
     assert f"{run.data.metrics['test_accuracy']}"[:4] in page

@@ -16,15 +16,27 @@ from pipeline.numerics import environment
 
 
 def test_portable_environment_turns_onednn_off_and_overrides_the_users_arithmetic_settings():
-    user = {"ONEDNN_MAX_CPU_ISA": "SSE41", "TF_ENABLE_ONEDNN_OPTS": "1", "OMP_NUM_THREADS": "7", "XLA_FLAGS": "--x",
-            "TF_CPP_MIN_LOG_LEVEL": "2", "ONEDNN_VERBOSE": "1", "TF_CLI_CONFIG_FILE": "/t", "HOME": "/root"}
+    user = {
+        "ONEDNN_MAX_CPU_ISA": "SSE41",
+        "TF_ENABLE_ONEDNN_OPTS": "1",
+        "OMP_NUM_THREADS": "7",
+        "XLA_FLAGS": "--x",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "ONEDNN_VERBOSE": "1",
+        "TF_CLI_CONFIG_FILE": "/t",
+        "HOME": "/root",
+    }
     pinned, overridden = environment("portable", user)
     assert pinned["TF_ENABLE_ONEDNN_OPTS"] == "0" and pinned["TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL"] == "false"
     assert pinned["CUDA_VISIBLE_DEVICES"] == "-1"
     assert "ONEDNN_MAX_CPU_ISA" not in pinned and "OMP_NUM_THREADS" not in pinned and "XLA_FLAGS" not in pinned
     # output-only variables, Terraform's and the rest of the environment stay
     assert {k: pinned[k] for k in ("TF_CPP_MIN_LOG_LEVEL", "ONEDNN_VERBOSE", "TF_CLI_CONFIG_FILE", "HOME")} == {
-        "TF_CPP_MIN_LOG_LEVEL": "2", "ONEDNN_VERBOSE": "1", "TF_CLI_CONFIG_FILE": "/t", "HOME": "/root"}
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "ONEDNN_VERBOSE": "1",
+        "TF_CLI_CONFIG_FILE": "/t",
+        "HOME": "/root",
+    }
     assert overridden == ["OMP_NUM_THREADS=7", "ONEDNN_MAX_CPU_ISA=SSE41", "TF_ENABLE_ONEDNN_OPTS=1", "XLA_FLAGS=--x"]
     assert environment("portable", {"HOME": "/root"})[0]["TF_CPP_MIN_LOG_LEVEL"] == "3"  # quiet unless asked
     native, _ = environment("native", user)

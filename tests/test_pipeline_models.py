@@ -65,9 +65,16 @@ def test_dvc_sees_metrics_and_plots(trained_project):
 def test_forced_rerun_gives_identical_bytes(trained_copy):
     trained_project = trained_copy
     lock_before = (trained_project.root / "dvc.lock").read_bytes()
-    tracked = ["models/mnist.keras", "models/fable.keras", "metrics/mnist.json", "metrics/fable.json",
-               "metrics/mnist_history.csv", "metrics/fable_history.csv", "metrics/mnist_confusion.csv",
-               "metrics/fable_story.txt"]
+    tracked = [
+        "models/mnist.keras",
+        "models/fable.keras",
+        "metrics/mnist.json",
+        "metrics/fable.json",
+        "metrics/mnist_history.csv",
+        "metrics/fable_history.csv",
+        "metrics/mnist_confusion.csv",
+        "metrics/fable_story.txt",
+    ]
     before = sha256s(trained_project, tracked)
     trained_project.dvc("repro", "-f", "train_mnist", "train_fable", "evaluate_mnist", "evaluate_fable")
     assert sha256s(trained_project, tracked) == before
@@ -110,7 +117,8 @@ def test_predict_refuses_a_non_image(trained_project, tmp_path):
     result = trained_project.python("-m", "pipeline.predict", str(tmp_path / "notes.png"), check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        f"predict: error: {tmp_path / 'notes.png'}: not an image Pillow can read (UnidentifiedImageError)")
+        f"predict: error: {tmp_path / 'notes.png'}: not an image Pillow can read (UnidentifiedImageError)"
+    )
 
 
 def test_a_stage_prints_its_progress_and_nothing_of_its_libraries(trained_copy):
@@ -118,6 +126,8 @@ def test_a_stage_prints_its_progress_and_nothing_of_its_libraries(trained_copy):
     result = trained_copy.python("-m", "pipeline.train", "fable")
     lines = (result.stdout + result.stderr).strip().splitlines()
     epochs = trained_copy.params()["fable"]["epochs"]
-    assert [line.split(":")[0] for line in lines[:epochs]] == [f"fable epoch {n}/{epochs}" for n in range(1, epochs + 1)]
+    assert [line.split(":")[0] for line in lines[:epochs]] == [
+        f"fable epoch {n}/{epochs}" for n in range(1, epochs + 1)
+    ]
     # The same bytes as the evaluated model: its test metrics are carried over and the run registered.
     assert len(lines) == epochs + 1 and lines[-1].startswith("registered model fable version 2"), lines

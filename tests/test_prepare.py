@@ -14,7 +14,9 @@ from pipeline.splits import load_split, save_splits
 def arrays(train: int, test: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     def part(count: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
         ids = np.arange(offset, offset + count)
-        return np.broadcast_to((ids % 256).astype(np.uint8)[:, None, None], (count, 28, 28)).copy(), (ids % 10).astype(np.uint8)
+        return np.broadcast_to((ids % 256).astype(np.uint8)[:, None, None], (count, 28, 28)).copy(), (ids % 10).astype(
+            np.uint8
+        )
 
     return {"train": part(train, 0), "test": part(test, 1000)}
 
@@ -28,7 +30,9 @@ def test_validation_is_the_first_images_train_the_next():
 
 
 def test_split_larger_than_the_files():
-    with pytest.raises(IdxError, match=r"validation_size \+ train_size = 11 \+ 50 exceeds the 60 images of the training file"):
+    with pytest.raises(
+        IdxError, match=r"validation_size \+ train_size = 11 \+ 50 exceeds the 60 images of the training file"
+    ):
         split_mnist(arrays(60, 10), MnistSplit(validation_size=11, train_size=50, test_size=8))
 
 

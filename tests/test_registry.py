@@ -9,16 +9,15 @@ from pathlib import Path
 import mlflow
 import mlflow.pyfunc
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import clone_project
+from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
 from pipeline.config import load_params
 
 
 class Echo(mlflow.pyfunc.PythonModel):
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+    def predict(self, context, model_input, params=None):
         return model_input
 
 
@@ -31,18 +30,30 @@ def store(tmp_path):
 
 def evaluated_run(accuracy: float, commit: str = "c0ffee") -> str:
     """A finished run with a (tiny) logged model and the tags and test metrics the pipeline gives one."""
-    with mlflow.start_run(tags={"mlflow.source.git.commit": commit, "params.sha256": "p" * 64,
-                                tracking.MODEL_DIGEST_TAG: f"model-{accuracy}"}) as run:
+    with mlflow.start_run(
+        tags={
+            "mlflow.source.git.commit": commit,
+            "params.sha256": "p" * 64,
+            tracking.MODEL_DIGEST_TAG: f"model-{accuracy}",
+        }
+    ) as run:
         mlflow.pyfunc.log_model(name="model", python_model=Echo(), pip_requirements=[])
         mlflow.log_metrics({"test_accuracy": accuracy, "test_loss": 1 - accuracy})
-        mlflow.set_tags({tracking.TEST_METRICS_TAG: json.dumps(["test_accuracy", "test_loss"]),
-                         tracking.EVALUATED_BY_TAG: run.info.run_id})
+        mlflow.set_tags(
+            {
+                tracking.TEST_METRICS_TAG: json.dumps(["test_accuracy", "test_loss"]),
+                tracking.EVALUATED_BY_TAG: run.info.run_id,
+            }
+        )
     return run.info.run_id
 
 
 def aliases(client: MlflowClient, name: str = "mnist") -> dict[str, str]:
     """The versions ``@champion`` and ``@latest`` resolve to (MLflow reserves ``latest``: the newest version)."""
-    stored = {**client.get_registered_model(name).aliases, "latest": client.get_model_version_by_alias(name, "latest").version}
+    stored = {
+        **client.get_registered_model(name).aliases,
+        "latest": client.get_model_version_by_alias(name, "latest").version,
+    }
     return {alias: str(version) for alias, version in stored.items()}
 
 
@@ -117,12 +128,15 @@ def test_repro_registers_both_models_with_metrics_datasets_and_system_metrics(tr
             assert json.loads(inputs["fable"].dataset.source)["url"] == trained_project.params()["data"]["fable"]["url"]
         else:
             assert set(inputs) == {"mnist-train", "mnist-validation", "mnist-test"}
-            contexts = {name_: {tag.key: tag.value for tag in dataset.tags}["mlflow.data.context"]
-                        for name_, dataset in inputs.items()}
+            contexts = {
+                name_: {tag.key: tag.value for tag in dataset.tags}["mlflow.data.context"]
+                for name_, dataset in inputs.items()
+            }
             assert contexts == {"mnist-train": "training", "mnist-validation": "validation", "mnist-test": "testing"}
             prepared = trained_project.root / "data/prepared/mnist"
             assert inputs["mnist-test"].dataset.digest == tracking.dataset_digest(
-                [prepared / "x_test.npy", prepared / "y_test.npy"])
+                [prepared / "x_test.npy", prepared / "y_test.npy"]
+            )
             assert {metric.dataset_name for metric in logged.metrics if metric.key == "test_accuracy"} == {"mnist-test"}
 
 
@@ -190,8 +204,8 @@ def test_an_evaluation_of_other_bytes_is_not_taken_from_the_lock(trained_copy, m
 
 def test_cli_reads_registered_models(trained_project, tmp_path):
     """predict and generate with --model answer as with the workspace model; a bad URI fails in one line."""
-    import numpy as np  # noqa: PLC0415
-    from PIL import Image  # noqa: PLC0415
+    import numpy as np
+    from PIL import Image
 
     image = tmp_path / "digit.png"
     Image.fromarray(np.load(trained_project.root / "data/prepared/mnist/x_test.npy")[0]).save(image)
@@ -206,9 +220,14 @@ def test_cli_reads_registered_models(trained_project, tmp_path):
     short = trained_project.python("-m", "pipeline.generate", "--model", "models:/fable@champion", "--words", "2")
     assert len(short.stdout.strip().splitlines()[-1].split()) == trained_project.params()["fable"]["n_input"] + 2
 
-    for arguments in (("pipeline.predict", str(image), "--model", "models:/mnist@nobody"),
-                      ("pipeline.generate", "--model", "models:/mnist@champion")):
+    for arguments in (
+        ("pipeline.predict", str(image), "--model", "models:/mnist@nobody"),
+        ("pipeline.generate", "--model", "models:/mnist@champion"),
+    ):
         failed = trained_project.python("-m", *arguments, check=False)
         assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
-        assert failed.stderr.strip().splitlines()[-1].startswith(("predict: error: model models:/mnist@nobody",
-                                                                  "generate: error: model models:/mnist@champion"))
+        assert (
+            failed.stderr.strip()
+            .splitlines()[-1]
+            .startswith(("predict: error: model models:/mnist@nobody", "generate: error: model models:/mnist@champion"))
+        )

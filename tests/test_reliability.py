@@ -30,12 +30,15 @@ def files_in(directory: Path) -> dict[Path, bytes]:
     return {path: path.read_bytes() for path in directory.iterdir() if path.is_file()}
 
 
-@pytest.mark.parametrize(("output", "damage", "stage"), [
-    ("models/fable.keras", flip_byte, "train_fable"),                       # cached, restored from the run cache
-    ("data/prepared/mnist/x_test.npy", Path.unlink, "prepare"),              # a deleted file of a directory output
-    ("metrics/mnist.json", lambda p: p.write_text('{"test_accuracy": 1.0}\n'), "evaluate_mnist"),  # hand-edited
-    ("data/raw/fable.txt", lambda p: p.write_text("a different story\n"), "fetch_fable"),
-])
+@pytest.mark.parametrize(
+    ("output", "damage", "stage"),
+    [
+        ("models/fable.keras", flip_byte, "train_fable"),  # cached, restored from the run cache
+        ("data/prepared/mnist/x_test.npy", Path.unlink, "prepare"),  # a deleted file of a directory output
+        ("metrics/mnist.json", lambda p: p.write_text('{"test_accuracy": 1.0}\n'), "evaluate_mnist"),  # hand-edited
+        ("data/raw/fable.txt", lambda p: p.write_text("a different story\n"), "fetch_fable"),
+    ],
+)
 def test_damaged_outputs_are_reported_and_repro_restores_them(trained_copy, output, damage, stage):
     path = trained_copy.root / output
     original = files_in(path.parent)
@@ -51,8 +54,14 @@ def test_damaged_outputs_are_reported_and_repro_restores_them(trained_copy, outp
 
 def test_a_second_dvc_repro_is_refused_while_the_first_runs(trained_copy):
     trained_copy.edit_params(lambda raw: raw["fable"].update(epochs=40))
-    first = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=trained_copy.root, env=trained_copy.env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro"],
+        cwd=trained_copy.root,
+        env=trained_copy.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         history = trained_copy.root / "metrics" / "fable_history.csv"
@@ -82,8 +91,17 @@ def test_two_trainers_share_one_fresh_mlflow_db(trained_project, tmp_path):
         copy = ProjectCopy(root=root, env={**trained_project.env, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"})
         copy.edit_params(lambda raw: raw["fable"].update(epochs=30))
         copies.append(copy)
-    trainers = [subprocess.Popen([sys.executable, "-m", "pipeline.train", "fable"], cwd=c.root, env=c.env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in copies]
+    trainers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pipeline.train", "fable"],
+            cwd=c.root,
+            env=c.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for c in copies
+    ]
     logs = [trainer.communicate(timeout=600)[0] for trainer in trainers]
     for trainer, log in zip(trainers, logs, strict=True):
         assert trainer.returncode == 0, log

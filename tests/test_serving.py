@@ -28,10 +28,13 @@ def test_images_arrive_as_arrays_lists_or_one_image():
     np.testing.assert_array_equal(images_array(pd.DataFrame({"image": [image, image]})), np.stack([image, image]))
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    (np.zeros((2, 28, 27)), r"shape \(N, 28, 28\), got an array of shape \(2, 28, 27\)"),
-    (np.full((1, 28, 28), 256), r"pixel values must be 0-255, got 256\.\.256"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (np.zeros((2, 28, 27)), r"shape \(N, 28, 28\), got an array of shape \(2, 28, 27\)"),
+        (np.full((1, 28, 28), 256), r"pixel values must be 0-255, got 256\.\.256"),
+    ],
+)
 def test_bad_images_are_refused_in_one_line(value, message):
     with pytest.raises(ServingError, match=message):
         images_array(value)
@@ -64,9 +67,14 @@ LOAD_ELSEWHERE = textwrap.dedent("""
 
 
 def load_elsewhere(project, tmp_path, *arguments: str) -> list[dict]:
-    result = subprocess.run([sys.executable, "-c", LOAD_ELSEWHERE, f"sqlite:///{project.root}/mlflow.db", *arguments],
-                            cwd=tmp_path, env={k: v for k, v in project.env.items() if k != "PYTHONPATH"},
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_ELSEWHERE, f"sqlite:///{project.root}/mlflow.db", *arguments],
+        cwd=tmp_path,
+        env={k: v for k, v in project.env.items() if k != "PYTHONPATH"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
@@ -92,13 +100,35 @@ def served(project, model_uri: str, body: dict) -> tuple[int, dict]:
     """POST ``body`` to ``mlflow models serve`` of ``model_uri`` on a free loopback port; stopped after."""
     port = free_port()
     env = {**project.env, "MLFLOW_TRACKING_URI": f"sqlite:///{project.root}/mlflow.db"}
-    process = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
-                                "local", "-h", "127.0.0.1", "-p", str(port)], cwd=project.root, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=project.root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/ping", process, timeout=300)
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=120) as response:
                 return response.status, json.loads(response.read())
@@ -123,8 +153,9 @@ def test_served_mnist_model_reads_raw_images(trained_project):
 @pytest.mark.slow
 def test_served_fable_model_continues_prompts(trained_project):
     story = (trained_project.root / "metrics/fable_story.txt").read_text().split()
-    status, answer = served(trained_project, "models:/fable@champion",
-                            {"inputs": [" ".join(story[:3])], "params": {"story_words": 4}})
+    status, answer = served(
+        trained_project, "models:/fable@champion", {"inputs": [" ".join(story[:3])], "params": {"story_words": 4}}
+    )
     assert status == 200, answer
     assert answer["predictions"] == [{"story": " ".join(story[3:7])}]
 

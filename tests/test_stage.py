@@ -28,7 +28,8 @@ def test_an_unexpected_error_is_one_line_saying_how_to_see_the_traceback(capsys,
     with pytest.raises(SystemExit):
         fail(KeyError("units"))
     assert capsys.readouterr().err == (
-        f"demo: unexpected KeyError: 'units' (--debug or {DEBUG_ENV}=1 shows the traceback)\n")
+        f"demo: unexpected KeyError: 'units' (--debug or {DEBUG_ENV}=1 shows the traceback)\n"
+    )
 
 
 @pytest.mark.parametrize("error", [PipelineError("bad"), ValueError("worse")])

@@ -17,8 +17,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import (FAULTS, ProjectCopy, chromium_page, chromium_page_signed_in, clone_project, make_project_copy,
-                      shrink, stack_directory)
+from conftest import (
+    FAULTS,
+    ProjectCopy,
+    chromium_page,
+    chromium_page_signed_in,
+    clone_project,
+    make_project_copy,
+    shrink,
+    stack_directory,
+)
 from mlflow.tracking import MlflowClient
 
 from pipeline import team
@@ -45,8 +53,10 @@ def stack() -> Iterator[team.Stack]:
 
 def on_server(stack: team.Stack) -> MlflowClient:
     """This process's MLflow client as the trainer on the stack (the test's environment is restored after it)."""
-    os.environ.update({key: value for key, value in team.client_environment(stack).items() if key.startswith("MLFLOW_")})
-    import mlflow  # noqa: PLC0415
+    os.environ.update(
+        {key: value for key, value in team.client_environment(stack).items() if key.startswith("MLFLOW_")}
+    )
+    import mlflow
 
     mlflow.set_tracking_uri(stack.mlflow_url)
     return MlflowClient(stack.mlflow_url)
@@ -81,7 +91,9 @@ def clone(project: ProjectCopy, remote: Path, root: Path) -> ProjectCopy:
 
 
 def status(url: str, user: str | None = None, password: str = "") -> int | None:
-    return team.http_status(url, timeout=10, headers={"Authorization": team.authorization(user, password)} if user else None)
+    return team.http_status(
+        url, timeout=10, headers={"Authorization": team.authorization(user, password)} if user else None
+    )
 
 
 def test_up_is_idempotent_writes_the_client_env_and_refuses_anonymous_requests(stack):
@@ -92,8 +104,14 @@ def test_up_is_idempotent_writes_the_client_env_and_refuses_anonymous_requests(s
     assert seconds < 10 and again.ports == stack.ports
     assert team.status(stack.directory) == {"postgres": True, "s3": True, "mlflow": True}
     env = (stack.directory / "env").read_text()
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "AWS_ACCESS_KEY_ID",
-                 "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3"):
+    for name in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ENDPOINT_URL_S3",
+    ):
         assert f"export {name}=" in env
     assert "export MLFLOW_TRACKING_USERNAME=trainer\n" in env and stack.secrets["admin_password"] not in env
     for private in ("env", "secrets.json", "basic_auth.ini", "s3.json"):
@@ -126,7 +144,10 @@ def test_up_and_down_of_a_second_stack_leave_nothing_listening():
         began = time.monotonic()
         team.up(directory)  # and comes back
         print(f"second stack: up again on its data {time.monotonic() - began:.1f} s")
-        assert status(f"{stack.mlflow_url}/api/2.0/mlflow/users/current", "trainer", stack.secrets["trainer_password"]) == 200
+        assert (
+            status(f"{stack.mlflow_url}/api/2.0/mlflow/users/current", "trainer", stack.secrets["trainer_password"])
+            == 200
+        )
     finally:
         team.down(directory)
         shutil.rmtree(directory, ignore_errors=True)
@@ -192,8 +213,10 @@ def test_two_queue_workers_share_a_sweep_and_a_third_clone_sees_all_of_it(stack,
         worker.dvc("queue", "start", "-j", "1")
     for name, worker in workers.items():
         shown = wait_for_queue(worker)
-        assert shown.count("Success") == 2, (shown, [worker.dvc("queue", "logs", f"{name}-{units}", check=False).stdout[-2000:]
-                                                     for units in SWEEP[name]])
+        assert shown.count("Success") == 2, (
+            shown,
+            [worker.dvc("queue", "logs", f"{name}-{units}", check=False).stdout[-2000:] for units in SWEEP[name]],
+        )
         worker.dvc("exp", "push", "-r", "team", "origin")
         worker.dvc("queue", "stop")
     print(f"\nsweep of 4 on two workers (pull, queue, run, push): {time.monotonic() - began:.1f} s")
@@ -207,8 +230,9 @@ def test_two_queue_workers_share_a_sweep_and_a_third_clone_sees_all_of_it(stack,
     # The server has each run with its experiment name, the baseline commit and its artifacts.
     client = on_server(stack)
     runs = {run.data.tags.get("dvc.exp_name"): run for run in team_project.runs("fable", store=stack.mlflow_url)}
-    assert set(runs) >= names, {name: (run.info.status, run.info.run_name, run.data.params.get("fable.units"))
-                                for name, run in runs.items()}
+    assert set(runs) >= names, {
+        name: (run.info.status, run.info.run_name, run.data.params.get("fable.units")) for name, run in runs.items()
+    }
     for name in names:
         run = runs[name]
         assert run.info.status == "FINISHED" and run.info.run_name == name
@@ -223,24 +247,35 @@ def test_two_queue_workers_share_a_sweep_and_a_third_clone_sees_all_of_it(stack,
 def test_an_unreachable_server_fails_the_stage_at_once_in_one_line(team_project):
     nowhere = "http://127.0.0.1:9"
     began = time.monotonic()
-    result = team_project.run(sys.executable, "-m", "pipeline.train", "fable", check=False,
-                              env_extra={"MLFLOW_TRACKING_URI": nowhere})
+    result = team_project.run(
+        sys.executable, "-m", "pipeline.train", "fable", check=False, env_extra={"MLFLOW_TRACKING_URI": nowhere}
+    )
     seconds = time.monotonic() - began
     print(f"\nunreachable tracking server: stage failed after {seconds:.1f} s")
     assert result.returncode == 1 and seconds < 30
-    assert result.stderr.strip() == f"train fable: error: MLFLOW_TRACKING_URI={nowhere}: no MLflow server answers " \
-                                    "([Errno 111] Connection refused)"
+    assert (
+        result.stderr.strip() == f"train fable: error: MLFLOW_TRACKING_URI={nowhere}: no MLflow server answers "
+        "([Errno 111] Connection refused)"
+    )
     assert "epoch" not in result.stdout
 
 
 def test_a_wrong_password_fails_the_stage_in_one_line_naming_the_user(stack, team_project):
     began = time.monotonic()
-    result = team_project.run(sys.executable, "-m", "pipeline.evaluate", "fable", check=False,
-                              env_extra={"MLFLOW_TRACKING_PASSWORD": "not-the-password"})
+    result = team_project.run(
+        sys.executable,
+        "-m",
+        "pipeline.evaluate",
+        "fable",
+        check=False,
+        env_extra={"MLFLOW_TRACKING_PASSWORD": "not-the-password"},
+    )
     print(f"\nwrong password: stage failed after {time.monotonic() - began:.1f} s")
     assert result.returncode == 1
-    assert result.stderr.strip() == (f"evaluate fable: error: authentication failed for user trainer at {stack.mlflow_url} "
-                                     "(MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD)")
+    assert result.stderr.strip() == (
+        f"evaluate fable: error: authentication failed for user trainer at {stack.mlflow_url} "
+        "(MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD)"
+    )
 
 
 def test_the_server_stopped_mid_training_and_started_again_loses_nothing(stack, team_project, tmp_path):
@@ -248,9 +283,13 @@ def test_the_server_stopped_mid_training_and_started_again_loses_nothing(stack, 
     project.edit_params(lambda raw: raw["fable"].update(epochs=3))
     paused = tmp_path / "paused"
     process = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro", "train_fable", "evaluate_fable"], cwd=project.root,
+        [sys.executable, "-m", "dvc", "repro", "train_fable", "evaluate_fable"],
+        cwd=project.root,
         env={**project.env, "PIPELINE_PAUSE_AT": f"1:{paused}", "PYTHONPATH": str(FAULTS)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 600
         while not paused.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -268,7 +307,9 @@ def test_the_server_stopped_mid_training_and_started_again_loses_nothing(stack, 
         team.start(stack, "mlflow")
     assert process.returncode == 0, output[-3000:]
     on_server(stack)
-    (run,) = [run for run in project.runs("fable", store=stack.mlflow_url) if run.data.params.get("fable.epochs") == "3"]
+    (run,) = [
+        run for run in project.runs("fable", store=stack.mlflow_url) if run.data.params.get("fable.epochs") == "3"
+    ]
     assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
     client = MlflowClient(stack.mlflow_url)
     assert [metric.step for metric in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
@@ -321,7 +362,9 @@ def test_credentials_reach_no_git_params_tags_dvc_files_or_logs(stack, team_proj
 
 def test_the_server_ui_shows_the_experiments_after_a_login(stack, team_project, tmp_path):
     login = team.authorization("trainer", stack.secrets["trainer_password"])
-    page = chromium_page_signed_in(f"{stack.mlflow_url}/#/experiments", tmp_path / "experiments.png", login, until="mnist")
+    page = chromium_page_signed_in(
+        f"{stack.mlflow_url}/#/experiments", tmp_path / "experiments.png", login, until="mnist"
+    )
     assert "fable" in page and "mnist" in page, page[-2000:]
     assert "trainer" in page  # who is signed in
     assert (tmp_path / "experiments.png").stat().st_size > 10_000

@@ -47,6 +47,6 @@ def test_unreadable_story_and_vocabulary_name_their_file(tmp_path):
         read_text(tmp_path / "latin1.txt")
     with pytest.raises(TextError, match=r"absent\.txt: cannot read: No such file or directory"):
         read_text(tmp_path / "absent.txt")
-    (tmp_path / "fable.json").write_text("{\"tokens\": ")
+    (tmp_path / "fable.json").write_text('{"tokens": ')
     with pytest.raises(TextError, match=r"fable\.json: not JSON: Expecting value \(line 1\)"):
         load_vocabulary(tmp_path / "fable.json")

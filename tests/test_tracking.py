@@ -32,7 +32,10 @@ def test_tracking_uri_defaults_to_sqlite_at_the_root_and_can_be_overridden(tmp_p
 
 def test_flatten_uses_params_yaml_key_names():
     assert flatten({"units": 8, "split": {"train_size": 5}, "mirrors": ["a", "b"]}, "mnist") == {
-        "mnist.units": 8, "mnist.split.train_size": 5, "mnist.mirrors": '["a", "b"]'}
+        "mnist.units": 8,
+        "mnist.split.train_size": 5,
+        "mnist.mirrors": '["a", "b"]',
+    }
 
 
 def test_one_run_per_model_with_everything(trained_project):
@@ -70,7 +73,8 @@ def test_one_run_per_model_with_everything(trained_project):
     assert {"reports/fable.json", "reports/fable_story.txt"} <= fable_reports
     mnist_run = trained_project.runs("mnist")[0]
     assert "plots/confusion_matrix.png" in {
-        i.path for i in MlflowClient().list_artifacts(mnist_run.info.run_id, "plots")}
+        i.path for i in MlflowClient().list_artifacts(mnist_run.info.run_id, "plots")
+    }
 
 
 def test_logged_model_holds_the_dvc_model_the_package_and_a_signature(trained_project):
@@ -78,12 +82,18 @@ def test_logged_model_holds_the_dvc_model_the_package_and_a_signature(trained_pr
     (logged,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
     assert logged.source_run_id == run.info.run_id
     info = mlflow.models.get_model_info(f"models:/{logged.model_id}")
-    assert info.signature.inputs.to_dict() == [{"type": "tensor", "tensor-spec": {"dtype": "uint8", "shape": (-1, 28, 28)}}]
+    assert info.signature.inputs.to_dict() == [
+        {"type": "tensor", "tensor-spec": {"dtype": "uint8", "shape": (-1, 28, 28)}}
+    ]
     assert [column["name"] for column in info.signature.outputs.to_dict()] == ["digit", "probabilities"]
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{logged.model_id}"))
-    assert (local / "artifacts" / "mnist.keras").read_bytes() == (trained_project.root / "models/mnist.keras").read_bytes()
+    assert (local / "artifacts" / "mnist.keras").read_bytes() == (
+        trained_project.root / "models/mnist.keras"
+    ).read_bytes()
     assert (local / "code" / "pipeline" / "serving.py").is_file()  # the code travels with the model
-    assert json.loads((local / "serving_input_example.json").read_text())["inputs"][0][0] == [0] * 28  # the first row of a real test image
+    assert (
+        json.loads((local / "serving_input_example.json").read_text())["inputs"][0][0] == [0] * 28
+    )  # the first row of a real test image
 
 
 def test_rerun_without_changes_adds_no_run_and_a_param_edit_adds_one(trained_copy):
@@ -115,8 +125,14 @@ def test_a_failing_stage_leaves_its_run_failed(trained_copy):
 
 def test_an_interrupted_stage_leaves_its_run_killed(trained_copy):
     trained_copy.edit_params(lambda raw: raw["fable"].__setitem__("epochs", 100000))
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.train", "fable"], cwd=trained_copy.root,
-                               env=trained_copy.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.train", "fable"],
+        cwd=trained_copy.root,
+        env=trained_copy.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         for line in process.stdout:  # wait until it is training (one epoch logged)
             if line.startswith("fable epoch 2/"):
@@ -135,7 +151,8 @@ def test_artifacts_stay_beside_the_store(trained_project):
     for experiment in mlflow.search_experiments():
         if experiment.name in ("mnist", "fable"):
             assert Path(experiment.artifact_location.removeprefix("file://")) == (
-                trained_project.root / "mlruns" / experiment.name)
+                trained_project.root / "mlruns" / experiment.name
+            )
 
 
 def test_an_unreachable_tracking_server_fails_at_once_in_one_line(http_server):
@@ -158,12 +175,16 @@ def test_an_unreachable_tracking_server_fails_at_once_in_one_line(http_server):
 def test_a_refused_login_fails_at_once_naming_the_user(http_server):
     from pipeline.tracking import TrackingError, require_server
 
-    http_server.routes = {"/health": Route(b"OK"),
-                          "/api/2.0/mlflow/experiments/search?max_results=1": Route(b"", status=401)}
+    http_server.routes = {
+        "/health": Route(b"OK"),
+        "/api/2.0/mlflow/experiments/search?max_results=1": Route(b"", status=401),
+    }
     url = http_server.base_url
     with pytest.raises(TrackingError, match=rf"^authentication failed for user trainer at {url} "):
         require_server(url, environ={"MLFLOW_TRACKING_USERNAME": "trainer", "MLFLOW_TRACKING_PASSWORD": "wrong"})
-    with pytest.raises(TrackingError, match=rf"^the MLflow server at {url} requires a login: set MLFLOW_TRACKING_USERNAME"):
+    with pytest.raises(
+        TrackingError, match=rf"^the MLflow server at {url} requires a login: set MLFLOW_TRACKING_USERNAME"
+    ):
         require_server(url, environ={})
     http_server.routes["/api/2.0/mlflow/experiments/search?max_results=1"] = Route(b"{}")
     require_server(url, environ={"MLFLOW_TRACKING_USERNAME": "trainer", "MLFLOW_TRACKING_PASSWORD": "right"})

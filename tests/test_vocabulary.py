@@ -14,14 +14,14 @@ from pipeline.vocabulary import (
 
 
 def test_ids_by_descending_frequency_ties_by_first_occurrence():
-    dictionary = build_dictionary("b a c a b d".split())
+    dictionary = build_dictionary(["b", "a", "c", "a", "b", "d"])
     # a and b both occur twice: b came first. c and d once: c came first.
     assert dictionary == {"b": 0, "a": 1, "c": 2, "d": 3}
 
 
 def test_ceiling_counts_the_most_frequent_continuation_per_context():
     # Context (x,) is followed by a twice and b once: at best 2 of those 3 windows are right.
-    tokens = "x a x a x b".split()
+    tokens = ["x", "a", "x", "a", "x", "b"]
     ceiling = accuracy_ceiling(tokens, 1)
     assert (ceiling.best_correct, ceiling.windows) == (4, 5)
 

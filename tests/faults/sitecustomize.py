@@ -42,7 +42,7 @@ def _kill() -> None:
 
 
 def _killer(epoch: int, where: str):
-    import keras  # noqa: PLC0415 - loaded already: pipeline.training imports it
+    import keras
 
     class Killer(keras.callbacks.Callback):
         current = 0
@@ -63,9 +63,9 @@ def _killer(epoch: int, where: str):
 
 
 def _pauser(epoch: int, file: str):
-    import time  # noqa: PLC0415
+    import time
 
-    import keras  # noqa: PLC0415 - loaded already: pipeline.training imports it
+    import keras
 
     class Pauser(keras.callbacks.Callback):
         def on_epoch_end(self, index: int, logs: dict | None = None) -> None:
