@@ -6,13 +6,13 @@ SUPPORTED := 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13
 PYTHON ?= $(shell for p in $(PYTHON_CANDIDATES); do $$p -c $(SUPPORTED) 2>/dev/null && { command -v $$p; break; }; done)
 VENV := .venv
 BIN := $(abspath $(VENV))/bin
-# The deterministic matrix product's TensorFlow op (pipeline/detgemm.py), built from its C++ sources again
-# whenever they or the installed packages (TensorFlow's headers) change. `python -m pipeline.detgemm`
+# The deterministic matrix product's TensorFlow op (pipeline/model/detgemm.py), built from its C++ sources again
+# whenever they or the installed packages (TensorFlow's headers) change. `python -m pipeline.model.detgemm`
 # prints TensorFlow's compile and link flags and what the library records (the sources' digest, TensorFlow's
 # version: checked when it loads). No -march: the kernel picks AVX-512, AVX2 or scalar code by cpuid.
 # -ffp-contract=off: no multiply-add fused where the source does not say so.
-DETGEMM := pipeline/native/_detgemm.so
-DETGEMM_SOURCES := $(sort $(wildcard pipeline/native/detgemm_*.cc pipeline/native/detgemm_*.h))
+DETGEMM := pipeline/model/native/_detgemm.so
+DETGEMM_SOURCES := $(sort $(wildcard pipeline/model/native/detgemm_*.cc pipeline/model/native/detgemm_*.h))
 # DVC stages run `python -m pipeline.…`: the virtual environment's python must come first.
 export PATH := $(BIN):$(PATH)
 
@@ -35,7 +35,7 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 $(DETGEMM): $(DETGEMM_SOURCES) $(VENV)/.installed | compiler
-	flags="$$($(BIN)/python -m pipeline.detgemm)" && \
+	flags="$$($(BIN)/python -m pipeline.model.detgemm)" && \
 	  g++ -O3 -ffp-contract=off -fPIC -shared -Wall -Wextra -Wno-unused-parameter -Wno-psabi $(filter %.cc,$^) $$flags -o $@.tmp
 	mv $@.tmp $@
 
@@ -66,7 +66,7 @@ bench: setup
 	python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	python -m bench.benchmark $(BENCH_ARGS)
 
-# The team stack on 127.0.0.1 (pipeline/team.py): PostgreSQL, an S3 server, `mlflow server` with basic-auth;
+# The team stack on 127.0.0.1 (pipeline/team/): PostgreSQL, an S3 server, `mlflow server` with basic-auth;
 # state, data and secrets in .team/ (or $$PIPELINE_TEAM_DIR). Then: source .team/env
 team-up: setup
 	python -m pipeline.team up

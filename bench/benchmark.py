@@ -5,7 +5,7 @@ Run from the project root, after `dvc repro` (it reads the prepared data and the
     make bench                                   # torch==2.13.0 CPU is installed for it
     python -m bench.benchmark --repeats 5 --output bench/results.json
 
-TensorFlow reads its kernels and threads once per process (pipeline.numerics), so every implementation
+TensorFlow reads its kernels and threads once per process (pipeline.model.numerics), so every implementation
 runs in a process of its own: the pipeline's compiled model and ``fit`` pinned to ``numerics.mode``
 portable, the same pinned to native (each with params.yaml's slices and threads per slice), and PyTorch
 (``nn.LSTM`` + ``nn.Linear``, Adam, float32, same sizes and batches). This process imports no
@@ -58,12 +58,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from pipeline.cli import debugging, duration, run_stage
 from pipeline.config import Params, ParamsError, load_params, parse_params
 from pipeline.errors import PipelineError
-from pipeline.fetch import MIRROR_ENV
 from pipeline.files import write_json
-from pipeline.stage import debugging, duration, run_stage
-from pipeline.tasks import Examples, TrainingData
+from pipeline.stages.fetch import MIRROR_ENV
+from pipeline.tasks.base import Examples, TrainingData
 
 MODES = ("portable", "native")
 TORCH = "PyTorch"
@@ -117,7 +117,7 @@ def ratios(implementations: dict[str, dict]) -> dict[str, dict[str, float]]:
 
 # --- what the phases need, checked before any of them runs --------------------------------------------
 
-# The fetch stages' layout of a mirror (pipeline.fetch), for the line that asks for one.
+# The fetch stages' layout of a mirror (pipeline.stages.fetch), for the line that asks for one.
 MIRROR_HINT = (
     f"set {MIRROR_ENV} to an offline mirror laid out as mnist/<file>.gz and fable/<file> "
     "(README: Quick start), or leave the phase out with --skip repro"
@@ -137,8 +137,8 @@ def missing_prerequisites(
     missing). The full-repro phase (unless skipped) needs ``source`` to be a git repository with a commit
     and every data file to have a source that answers: see :func:`unreachable_data`.
     """
-    from pipeline.splits import load_split
-    from pipeline.text import load_vocabulary, read_text
+    from pipeline.datasets.splits import load_split
+    from pipeline.datasets.text import load_vocabulary, read_text
 
     problems = []
     prepared, unreadable = params.paths.mnist.prepared, {}
@@ -177,11 +177,11 @@ def missing_prerequisites(
 def unreachable_data(params: Params, mirror: str | None, timeout: float) -> dict[str, str]:
     """``{file name: "first source: why not"}`` for each data file none of whose fetch sources answers.
 
-    The sources are pipeline.fetch's own: ``mirror`` first, then params.yaml's. A local file must exist; a
+    The sources are pipeline.stages.fetch's own: ``mirror`` first, then params.yaml's. A local file must exist; a
     URL must answer its GET with a success within ``timeout`` seconds (only the headers are read, and a host
     that cannot be reached is asked once).
     """
-    from pipeline.fetch import fable_target, mnist_targets
+    from pipeline.stages.fetch import fable_target, mnist_targets
 
     down: dict[str, str] = {}  # host -> why it cannot be reached
     unreachable = {}
@@ -247,7 +247,7 @@ def gemm_gflops(library: str, batch: int, inner: int, outer: int, seconds: float
     if library == "tensorflow":
         import tensorflow as tf
 
-        from pipeline.layers import matmul  # the product the model runs in this process's numerics mode
+        from pipeline.model.layers import matmul  # the product the model runs in this process's numerics mode
 
         # the 64 products as one of 64 times the rows: the same sums, and the op takes matrices only
         tf_a, tf_b = tf.constant(a.reshape(-1, inner)), tf.constant(b)
@@ -301,10 +301,10 @@ class Ours:
     """
 
     def __init__(self, params: Params, train_batches: int, eval_samples: int):
-        from pipeline.inference import INFERENCE_BATCH, logits_function
-        from pipeline.mnist import TASK
-        from pipeline.splits import load_split
-        from pipeline.training import compiled_model, epoch_batches
+        from pipeline.datasets.splits import load_split
+        from pipeline.model.inference import INFERENCE_BATCH, logits_function
+        from pipeline.tasks.mnist import TASK
+        from pipeline.training.loop import compiled_model, epoch_batches
 
         x, y = load_split(params.paths.mnist.prepared, "train")
         # Compiled for the whole training split, as the train stage compiles it: the same steps per
@@ -376,7 +376,7 @@ class Torch:
     def __init__(self, params: Params, total_batches: int, skip_batches: int, eval_samples: int, inference_batch: int):
         import torch
 
-        from pipeline.splits import load_split
+        from pipeline.datasets.splits import load_split
 
         torch.manual_seed(params.mnist.seed)
         torch.set_num_threads(cores())
@@ -453,7 +453,7 @@ def throughput_worker(args: argparse.Namespace) -> None:
         )
         libraries = ("torch",)
     else:
-        from pipeline.numerics import pin_for
+        from pipeline.model.numerics import pin_for
 
         params = mode_params(params, args.worker, args.batch, args.params)
         pin_for(params, "mnist", f"bench {args.worker}")  # before anything imports TensorFlow
@@ -618,7 +618,7 @@ def throughput(
             "eval_seconds": [m["eval_seconds"] for m in measured],
             "setup": setups[name],
         }
-    from pipeline.numerics import describe
+    from pipeline.model.numerics import describe
 
     return {
         "batch_size": batch,
@@ -661,7 +661,7 @@ def one_shot(kind: str, arguments: Sequence[str]) -> dict:
 
 def one_shot_worker(args: argparse.Namespace) -> None:
     """``--worker profile`` or ``--worker fable``: pin as params.yaml says, measure, write ``--json-out``."""
-    from pipeline.numerics import pin_for
+    from pipeline.model.numerics import pin_for
 
     params = load_params(args.params)
     mode = params.numerics.mode
@@ -687,10 +687,10 @@ def step_profile(params: Params, batch: int, repeats: int) -> dict:
     import keras
     import tensorflow as tf
 
-    from pipeline.inference import INFERENCE_BATCH
-    from pipeline.mnist import TASK
-    from pipeline.splits import load_split
-    from pipeline.training import compiled_model
+    from pipeline.datasets.splits import load_split
+    from pipeline.model.inference import INFERENCE_BATCH
+    from pipeline.tasks.mnist import TASK
+    from pipeline.training.loop import compiled_model
 
     images, labels = load_split(params.paths.mnist.prepared, "validation")
     data = TrainingData(train=Examples(images[:batch], labels[:batch]), validation=None, classes=10)
@@ -719,9 +719,9 @@ def _graph_profile(function: Callable, arguments: tuple, repeats: int) -> dict:
     """``function``'s graph: its time per call, its matrix products' time alone, and its operations by type."""
     import tensorflow as tf
 
-    from pipeline import detgemm
+    from pipeline.model import detgemm
 
-    # TensorFlow's product (native numerics) and pipeline.detgemm's (portable), each redone as itself
+    # TensorFlow's product (native numerics) and pipeline.model.detgemm's (portable), each redone as itself
     products = {"MatMul": tf.linalg.matmul, "DetMatMul": detgemm.matmul}
     graph = function.get_concrete_function(*arguments).graph
     kinds: dict[str, int] = {}
@@ -803,9 +803,9 @@ def fable_time_to_ceiling(params: Params) -> dict:
     """
     import keras
 
-    from pipeline.fable import TASK
-    from pipeline.text import load_vocabulary
-    from pipeline.training import train
+    from pipeline.datasets.text import load_vocabulary
+    from pipeline.tasks.fable import TASK
+    from pipeline.training.loop import train
 
     data = TASK.load_training_data(params)
     ceiling = load_vocabulary(params.paths.fable.vocabulary)["ceiling"]
@@ -886,8 +886,8 @@ def full_repro(source: Path) -> dict:
 
 
 def _build_library(clone: Path) -> float:
-    """Seconds to build ``clone``'s pipeline.detgemm library with the Makefile's rule, this venv's TensorFlow."""
-    from pipeline.detgemm import LIBRARY
+    """Seconds to build ``clone``'s pipeline.model.detgemm library with the Makefile's rule, this venv's TensorFlow."""
+    from pipeline.model.detgemm import LIBRARY
 
     venv = Path(sys.prefix)
     start = time.perf_counter()
@@ -922,7 +922,7 @@ def _children(process) -> list:
 
 
 def _stage_name(process) -> str | None:
-    """``train mnist`` for ``python -m pipeline.train mnist``."""
+    """``train mnist`` for ``python -m pipeline.stages.train mnist``."""
     import psutil
 
     try:

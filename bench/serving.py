@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import load_params
-from pipeline.tracking import tracking_uri
+from pipeline.tracking.store import tracking_uri
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,7 @@ stage before it does any work, with one line per problem naming the file, the ke
 
     params.yaml: fable.n_input: must be greater than 0, got -3
 
-``python -m pipeline.config`` (DVC stage ``params``) checks the whole file, keys no stage reads included.
+``python -m pipeline.stages.params`` (DVC stage ``params``) checks the whole file, keys no stage reads included.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from pipeline.errors import PipelineError
 from pipeline.files import read_text
-from pipeline.stage import run_stage, stage_parser
 
 # Facts of the MNIST files pinned by their sha256 below, not settings: the split sizes in
 # params.yaml are checked against them before anything is downloaded.
@@ -33,7 +32,7 @@ PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
-# numerics.mode (pipeline.numerics): the same bytes on every x86-64 CPU, or this CPU's fastest kernels.
+# numerics.mode (pipeline.model.numerics): the same bytes on every x86-64 CPU, or this CPU's fastest kernels.
 Mode = Literal["portable", "native"]
 
 
@@ -52,7 +51,7 @@ class ModelPaths(_Frozen):
     model: NonEmptyStr
     history: NonEmptyStr
     metrics: NonEmptyStr
-    # Rewritten at every epoch's end, deleted once training succeeds (pipeline.checkpoint).
+    # Rewritten at every epoch's end, deleted once training succeeds (pipeline.training.checkpoint).
     checkpoint: NonEmptyStr
 
 
@@ -162,7 +161,7 @@ class Fable(Training):
 
 
 class Numerics(_Frozen):
-    """Which arithmetic TensorFlow uses (pipeline.numerics): the same bytes everywhere, or this CPU's fastest."""
+    """Which arithmetic TensorFlow uses (pipeline.model.numerics): the same bytes everywhere, or this CPU's fastest."""
 
     mode: Mode
     # TensorFlow threads per slice of a batch (slices run side by side, one per core).
@@ -231,15 +230,3 @@ def _describe(source: str, item: dict[str, Any]) -> str:
     if kind == "float_type" and isinstance(value, str) and _NUMBER_LIKE.match(value):
         line += f"; YAML reads {value} as a string, write it with a dot and a signed exponent, e.g. 1.0e-3"
     return line
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = stage_parser("pipeline.config", __doc__)
-    args = parser.parse_args(argv)
-    with run_stage("params"):
-        load_params(args.params)
-        print(f"{args.params}: valid")
-
-
-if __name__ == "__main__":
-    main()

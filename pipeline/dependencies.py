@@ -3,13 +3,13 @@
 A stage's code dependencies are the modules its entry point imports, transitively, wherever the import
 statement stands (lazy imports inside functions included; ``if TYPE_CHECKING:`` blocks excluded), read
 from the source with :mod:`ast`, without importing anything. The task modules (one per model) are
-reached through ``pipeline.tasks.get_task``: a stage of one model depends on its own task module only.
-A module that loads a library built from C++ (``pipeline.detgemm``) names its sources in a top-level
+reached through ``pipeline.tasks.registry.get_task``: a stage of one model depends on its own task module only.
+A module that loads a library built from C++ (``pipeline.model.detgemm``) names its sources in a top-level
 ``NATIVE_SOURCES = "<glob relative to the package>"``; they are dependencies wherever the module is.
 
 ``tests/test_dependencies.py`` checks that every stage in dvc.yaml lists exactly these modules, so that
 editing any of them makes ``dvc status`` report the stage changed; and the training checkpoint's
-fingerprint digests the same files (``pipeline.training.fingerprint``), so a run resumes only with the
+fingerprint digests the same files (``pipeline.training.loop.fingerprint``), so a run resumes only with the
 code that will finish it.
 """
 
@@ -23,24 +23,25 @@ ROOT = Path(__file__).resolve().parent
 
 # stage -> (entry module, the model whose task it runs, or None)
 STAGES: dict[str, tuple[str, str | None]] = {
-    "params": ("pipeline.config", None),
-    "fetch_mnist": ("pipeline.fetch", None),
-    "fetch_fable": ("pipeline.fetch", None),
-    "prepare": ("pipeline.prepare", None),
-    "vocabulary": ("pipeline.vocabulary", None),
-    "train_mnist": ("pipeline.train", "mnist"),
-    "train_fable": ("pipeline.train", "fable"),
-    "evaluate_mnist": ("pipeline.evaluate", "mnist"),
-    "evaluate_fable": ("pipeline.evaluate", "fable"),
+    "params": ("pipeline.stages.params", None),
+    "fetch_mnist": ("pipeline.stages.fetch", None),
+    "fetch_fable": ("pipeline.stages.fetch", None),
+    "prepare": ("pipeline.stages.prepare", None),
+    "vocabulary": ("pipeline.stages.vocabulary", None),
+    "train_mnist": ("pipeline.stages.train", "mnist"),
+    "train_fable": ("pipeline.stages.train", "fable"),
+    "evaluate_mnist": ("pipeline.stages.evaluate", "mnist"),
+    "evaluate_fable": ("pipeline.stages.evaluate", "fable"),
 }
-TASK_MODULES = {"mnist": "pipeline.mnist", "fable": "pipeline.fable"}
+TASK_MODULES = {"mnist": "pipeline.tasks.mnist", "fable": "pipeline.tasks.fable"}
 
 # Modules a stage imports that cannot change any file DVC tracks: not dependencies, so that editing
 # them reruns nothing. Each with the reason.
 NOT_DEPENDENCIES: dict[str, str] = {
+    # Packages: every module in them.
     "pipeline.tracking": "writes to MLflow only (runs, tags, artifacts); DVC-tracked files never hold a run id",
-    "pipeline.reports": "draws figures logged to MLflow; the DVC plots read the CSV files instead",
     "pipeline.serving": "wraps the saved model as an MLflow pyfunc model when the run logs it; writes no DVC output",
+    "pipeline.tasks.reports": "draws figures logged to MLflow; the DVC plots read the CSV files instead",
     "pipeline.errors": "the exception base class: changes how a failure is reported, never an output",
 }
 
@@ -59,7 +60,8 @@ def native_sources(module: str) -> list[Path]:
             and isinstance(node.value, ast.Constant)
             and isinstance(node.value.value, str)
         ):
-            return sorted(path for path in ROOT.glob(node.value.value) if path.suffix in NATIVE_SUFFIXES)
+            directory = module_path(module).parent  # the glob is relative to the module's own folder
+            return sorted(path for path in directory.glob(node.value.value) if path.suffix in NATIVE_SUFFIXES)
     return []
 
 
@@ -71,10 +73,12 @@ def imports(module: str) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if _is_ours(alias.name))
         elif isinstance(node, ast.ImportFrom) and node.module and _is_ours(node.module):
+            # `from pipeline.model import numerics` imports a module; `from pipeline.config import Params` a name
+            submodules = {f"{node.module}.{alias.name}" for alias in node.names}
+            found.update(name for name in submodules if module_path(name).exists())
             found.add(node.module)
-            if node.module == PACKAGE:  # from pipeline import tracking
-                found.update(f"{PACKAGE}.{alias.name}" for alias in node.names)
-    return {name for name in found if name != PACKAGE and module_path(name).exists()}
+    # A package's __init__.py holds only its docstring (tests/test_architecture.py checks): never a dependency.
+    return {name for name in found if module_path(name).name != "__init__.py" and module_path(name).exists()}
 
 
 def _runtime_nodes(tree: ast.AST):
@@ -97,7 +101,13 @@ def _is_ours(name: str) -> bool:
 
 
 def module_path(module: str) -> Path:
-    return ROOT.joinpath(*module.split(".")[1:]).with_suffix(".py") if module != PACKAGE else ROOT / "__init__.py"
+    """The source file of ``module``: ``pipeline/a/b.py``, or a package's ``pipeline/a/__init__.py``."""
+    path = ROOT.joinpath(*module.split(".")[1:])
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def _not_dependency(module: str) -> bool:
+    return any(module == name or module.startswith(f"{name}.") for name in NOT_DEPENDENCIES)
 
 
 def closure(stage: str) -> set[str]:
@@ -111,7 +121,7 @@ def closure(stage: str) -> set[str]:
         if module in seen or module in other_tasks:
             continue
         seen.add(module)
-        if module not in NOT_DEPENDENCIES:  # what they import serves them only (MLflow's side)
+        if not _not_dependency(module):  # what they import serves them only (MLflow's side)
             pending.extend(imports(module))
     return seen
 
@@ -119,7 +129,7 @@ def closure(stage: str) -> set[str]:
 def code_dependencies(stage: str) -> list[str]:
     """The source files of ``stage`` that can change its outputs (its modules and the C++ sources they
     load), relative to the project root, sorted."""
-    modules = closure(stage) - NOT_DEPENDENCIES.keys()
+    modules = {module for module in closure(stage) if not _not_dependency(module)}
     files = [module_path(m) for m in modules] + [path for m in modules for path in native_sources(m)]
     return sorted(f"{PACKAGE}/{path.relative_to(ROOT).as_posix()}" for path in files)
 

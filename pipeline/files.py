@@ -36,7 +36,10 @@ def atomic_output(path: str | Path) -> Iterator[IO[bytes]]:
     path = Path(path)
     with naming_storage_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+        # closed by the with below, then renamed onto path or removed
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+        )
         try:
             with handle:
                 yield handle
@@ -102,20 +105,15 @@ def json_digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file (what `sha256sum` prints), or of a directory's relative names and file digests."""
-    if not path.is_dir():
-        return sha256_file(path)
-    listing = "".join(
-        f"{file.relative_to(path)}\0{sha256_file(file)}\n" for file in sorted(p for p in path.rglob("*") if p.is_file())
-    )
-    return hashlib.sha256(listing.encode()).hexdigest()
-
-
-def sha256_file(path: str | Path, algorithm: str = "sha256") -> str:
-    """The hex digest of a file's bytes (``md5``: what DVC 3 records for a file in dvc.lock)."""
-    digest = hashlib.new(algorithm, usedforsecurity=algorithm == "sha256")
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes (sha256: what ``sha256sum`` prints; ``md5``: what DVC 3 records for a
+    file in dvc.lock), or of a directory's relative names and file digests."""
+    path, secure = Path(path), algorithm == "sha256"
+    if path.is_dir():
+        listing = "".join(
+            f"{file.relative_to(path)}\0{file_digest(file, algorithm)}\n"
+            for file in sorted(p for p in path.rglob("*") if p.is_file())
+        )
+        return hashlib.new(algorithm, listing.encode(), usedforsecurity=secure).hexdigest()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, lambda: hashlib.new(algorithm, usedforsecurity=secure)).hexdigest()

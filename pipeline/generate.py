@@ -13,18 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pipeline.cli import run_stage, stage_parser
 from pipeline.config import load_params
-from pipeline.numerics import pin_for
-from pipeline.stage import run_stage, stage_parser
-from pipeline.text import detokenize, load_vocabulary, prompt_tokens, read_text, tokenize
+from pipeline.datasets.text import detokenize, load_vocabulary, prompt_tokens, read_text, tokenize
+from pipeline.model.numerics import pin_for
 
 
 def tell_with_mlflow(uri: str, prompt: str | None, words: int | None) -> str:
-    """The prompt and its continuation by the MLflow model at ``uri`` (pipeline.serving's); without a prompt,
+    """The prompt and its continuation by the MLflow model at ``uri`` (pipeline.serving.pyfunc's); without a prompt,
     the one its evaluate stage started from; ``words``: its ``story_words`` unless given."""
-    from pipeline import tracking  # noqa: PLC0415 - MLflow only for --model
+    from pipeline.tracking.store import load_model_uri  # noqa: PLC0415 - MLflow only for --model
 
-    model = tracking.load_model_uri(uri, answers="story")
+    model = load_model_uri(uri, answers="story")
     config = model.model_config
     prompt = prompt or config["prompt"]
     story = model.predict([prompt], params=None if words is None else {"story_words": words})["story"][0]
@@ -61,8 +61,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         tokens = tokenize(read_text(paths.raw), vocabulary["tokens"]) if prompt is None else []
         start = prompt_tokens(prompt, tokens, vocabulary, params.fable.n_input, paths.vocabulary)
         pin_for(params, "fable", "generate")  # the arithmetic of the evaluate stage, whose story this repeats
-        from pipeline.fable import generate  # noqa: PLC0415 - TensorFlow loads here, after its kernels are pinned
-        from pipeline.saving import load_model  # noqa: PLC0415
+        from pipeline.model.inference import generate  # noqa: PLC0415 - TensorFlow loads here, after its kernels are pinned
+        from pipeline.model.saving import load_model  # noqa: PLC0415
 
         print(detokenize(generate(load_model(paths.model), vocabulary, start, words), vocabulary["tokens"]))
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.cli import run_stage, stage_parser
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
-from pipeline.numerics import pin_for
-from pipeline.stage import run_stage, stage_parser
+from pipeline.model.numerics import pin_for
 
 if TYPE_CHECKING:
     import keras
@@ -53,7 +53,7 @@ def digit_pixels(image: Image.Image, shape: tuple[int, int]) -> np.ndarray:
 
 def predict_digit(model: keras.Model, pixels: np.ndarray) -> tuple[int, float]:
     """The most probable digit and its probability."""
-    from pipeline.inference import softmax  # noqa: PLC0415 - TensorFlow loads only after pin_for
+    from pipeline.model.inference import softmax  # noqa: PLC0415 - TensorFlow loads only after pin_for
 
     probabilities = softmax(np.asarray(model(pixels[None].astype(np.float32), training=False))[0])
     digit = int(probabilities.argmax())
@@ -61,10 +61,10 @@ def predict_digit(model: keras.Model, pixels: np.ndarray) -> tuple[int, float]:
 
 
 def predict_with_mlflow(uri: str, image: Image.Image) -> tuple[int, float]:
-    """The most probable digit and its probability from the MLflow model at ``uri`` (pipeline.serving's)."""
-    from pipeline import tracking  # noqa: PLC0415 - MLflow only for --model
+    """The most probable digit and its probability from the MLflow model at ``uri`` (pipeline.serving.pyfunc's)."""
+    from pipeline.tracking.store import load_model_uri  # noqa: PLC0415 - MLflow only for --model
 
-    model = tracking.load_model_uri(uri, answers="digit")
+    model = load_model_uri(uri, answers="digit")
     shape = tuple(model.metadata.signature.inputs.inputs[0].shape[1:])
     answer = model.predict(digit_pixels(image, shape)[None])
     digit = int(answer["digit"][0])
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"{digit} (probability {probability:.4f})")
             return
         pin_for(params, "mnist", "predict")  # the arithmetic of the evaluate stage
-        from pipeline.saving import load_model  # noqa: PLC0415 - TensorFlow loads here, after its kernels are pinned
+        from pipeline.model.saving import load_model  # noqa: PLC0415 - TensorFlow loads here, after its kernels are pinned
 
         model = load_model(params.paths.mnist.model)
         digit, probability = predict_digit(model, digit_pixels(image, model.input_shape[1:]))

@@ -65,7 +65,7 @@ def small_model(params_raw: dict) -> Callable[..., Any]:
         import keras
 
         from pipeline.config import parse_params
-        from pipeline.model import recurrent_classifier, seed_everything
+        from pipeline.model.network import recurrent_classifier, seed_everything
 
         raw = copy.deepcopy(params_raw)
         raw["mnist"].update(units=4, layers=2, parallel_slices=parallel_slices)
@@ -236,7 +236,7 @@ def clone_project(source: Path, destination: Path, env: dict[str, str]) -> Proje
     """`git clone` of the project at ``source``, with the matrix product's library that the clone's `make setup`
     would build from the same sources: this checkout's build (a build of other sources, e.g. uncommitted
     edits, stops the train stage with one line when it loads)."""
-    from pipeline.detgemm import LIBRARY
+    from pipeline.model.detgemm import LIBRARY
 
     subprocess.run(["git", "clone", "-q", str(source), str(destination)], check=True)
     shutil.copy2(ROOT / "pipeline" / LIBRARY, destination / "pipeline" / LIBRARY)
@@ -307,7 +307,7 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 120) -> 
 
 
 def stack_directory() -> Path:
-    """A new directory for a team stack (pipeline.team) under /tmp, which PostgreSQL, run as ``nobody`` when
+    """A new directory for a team stack (pipeline.team.stack) under /tmp, which PostgreSQL, run as ``nobody`` when
     the tests run as root, can reach (pytest's own temporary directories are private to their owner)."""
     directory = Path(tempfile.mkdtemp(prefix="team-", dir="/tmp"))
     directory.chmod(0o755)
@@ -352,7 +352,7 @@ def _onto_3_and_4(first: int, second: int) -> None:
     import fcntl
 
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (first, second)]
-    for target, fd in zip((3, 4), high):
+    for target, fd in zip((3, 4), high, strict=True):
         os.dup2(fd, target)  # dup2's copy is inheritable
 
 

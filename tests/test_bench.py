@@ -26,7 +26,7 @@ from bench.benchmark import (
     timed_span,
 )
 from pipeline.config import ParamsError, parse_params
-from pipeline.splits import save_splits
+from pipeline.datasets.splits import save_splits
 
 
 def test_flops_of_the_seed_model():
@@ -388,7 +388,7 @@ def test_quick_benchmark_measures_both_modes_and_pytorch(trained_project, tmp_pa
     assert results["profile"]["mode"] == "portable"
     for part in ("train", "inference"):  # where the time goes: matrix products vs everything else
         profile = results["profile"][part]
-        # portable: every product is pipeline.detgemm's op, none TensorFlow's
+        # portable: every product is pipeline.model.detgemm's op, none TensorFlow's
         assert (
             profile["step_ms"] > 0 and profile["matmuls"] > 0 and profile["top_ops"]["DetMatMul"] == profile["matmuls"]
         )
@@ -439,6 +439,6 @@ def test_benchmark_without_torch_runs_every_part(trained_copy, tmp_path):
     assert results["fable"]["epochs_allowed"] == 2 and results["fable"]["mode"] == "portable"
     repro = results["repro"]  # a fresh clone of the shrunken project, run from empty
     assert repro["wall_s"] > 0 and {"train mnist", "train fable"} <= set(repro["peak_rss_mb"])
-    assert repro["library_build_s"] > 0  # the clone builds pipeline.detgemm's library as make setup does
+    assert repro["library_build_s"] > 0  # the clone builds pipeline.model.detgemm's library as make setup does
     assert repro["peak_rss_mb"]["train mnist"] > 200  # TensorFlow's process, not the launcher
     assert 0 <= repro["mnist_test_accuracy"] <= 1 and repro["fable_ceiling"] > 0

@@ -17,7 +17,7 @@ import pytest
 from conftest import ProjectCopy, kill_at
 from mlflow.tracking import MlflowClient
 
-from pipeline import checkpoint
+from pipeline.training import checkpoint
 
 # --- the file format -----------------------------------------------------------------------------------
 
@@ -192,7 +192,9 @@ def test_kill_9_from_outside_while_dvc_runs_the_stage(trained_project, tmp_path)
         time.sleep(0.05)
     # The python process itself, not a shell in between whose command line also names the module.
     trainers = [
-        p for p in psutil.Process(dvc.pid).children(recursive=True) if p.cmdline()[1:3] == ["-m", "pipeline.train"]
+        p
+        for p in psutil.Process(dvc.pid).children(recursive=True)
+        if p.cmdline()[1:3] == ["-m", "pipeline.stages.train"]
     ]
     assert trainers, "the training process had already finished: raise `epochs`"
     os.kill(trainers[0].pid, signal.SIGKILL)

@@ -64,5 +64,6 @@ def test_bad_params_stop_the_stage_before_any_work(project):
 
 
 def test_data_stages_do_not_import_tensorflow(project):
-    code = "import sys, pipeline.fetch, pipeline.prepare, pipeline.vocabulary; print('tensorflow' in sys.modules)"
+    stages = "pipeline.stages.fetch, pipeline.stages.prepare, pipeline.stages.vocabulary"
+    code = f"import sys, {stages}; print('tensorflow' in sys.modules)"
     assert project.python("-c", code).stdout.strip() == "False"

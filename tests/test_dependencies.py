@@ -28,23 +28,23 @@ def test_dvc_yaml_lists_exactly_the_modules_the_stage_imports(stage):
 
 
 def test_lazy_imports_count_and_type_checking_imports_do_not():
-    assert "pipeline.training" in dependencies.imports("pipeline.train")  # imported inside main()
-    assert "pipeline.config" not in dependencies.imports("pipeline.numerics")  # only under TYPE_CHECKING
+    assert "pipeline.training.loop" in dependencies.imports("pipeline.stages.train")  # imported inside main()
+    assert "pipeline.config" not in dependencies.imports("pipeline.model.numerics")  # only under TYPE_CHECKING
 
 
 def test_a_model_stage_depends_on_its_own_task_module_only():
-    assert "pipeline/mnist.py" in dependencies.code_dependencies("train_mnist")
-    assert "pipeline/fable.py" not in dependencies.code_dependencies("train_mnist")
-    assert "pipeline/mnist.py" not in dependencies.code_dependencies("evaluate_fable")
+    assert "pipeline/tasks/mnist.py" in dependencies.code_dependencies("train_mnist")
+    assert "pipeline/tasks/fable.py" not in dependencies.code_dependencies("train_mnist")
+    assert "pipeline/tasks/mnist.py" not in dependencies.code_dependencies("evaluate_fable")
 
 
 def test_a_module_that_loads_a_native_library_brings_its_cpp_sources():
-    from pipeline import detgemm
+    from pipeline.model import detgemm
 
-    assert dependencies.native_sources("pipeline.detgemm") == detgemm.sources()
-    assert dependencies.native_sources("pipeline.layers") == []
+    assert dependencies.native_sources("pipeline.model.detgemm") == detgemm.sources()
+    assert dependencies.native_sources("pipeline.model.layers") == []
     for stage in ("train_mnist", "evaluate_fable"):
-        assert {f"pipeline/native/{path.name}" for path in detgemm.sources()} <= set(
+        assert {f"pipeline/model/native/{path.name}" for path in detgemm.sources()} <= set(
             dependencies.code_dependencies(stage)
         )
     assert not any("native/" in path for path in dependencies.code_dependencies("prepare"))
@@ -71,13 +71,13 @@ def changed_stages(project) -> set[str]:
 def test_editing_a_module_changes_exactly_the_stages_that_import_it(trained_copy):
     assert changed_stages(trained_copy) == set()
     for module, expected in [
-        ("pipeline/layers.py", {"train_mnist", "train_fable", "evaluate_mnist", "evaluate_fable"}),
-        # the op's C++ (pipeline.detgemm's NATIVE_SOURCES), wherever pipeline.detgemm is imported
-        ("pipeline/native/detgemm_kernel.cc", {"train_mnist", "train_fable", "evaluate_mnist", "evaluate_fable"}),
-        ("pipeline/idx.py", {"prepare"}),  # the IDX format: the MNIST task reads the prepared arrays only
-        ("pipeline/splits.py", {"prepare", "train_mnist", "evaluate_mnist"}),
-        ("pipeline/tracking.py", set()),  # MLflow only: listed in pipeline.dependencies.NOT_DEPENDENCIES
-        ("pipeline/serving.py", set()),
+        ("pipeline/model/layers.py", {"train_mnist", "train_fable", "evaluate_mnist", "evaluate_fable"}),
+        # the op's C++ (pipeline.model.detgemm's NATIVE_SOURCES), wherever pipeline.model.detgemm is imported
+        ("pipeline/model/native/detgemm_kernel.cc", {"train_mnist", "train_fable", "evaluate_mnist", "evaluate_fable"}),
+        ("pipeline/datasets/idx.py", {"prepare"}),  # the IDX format: the MNIST task reads the prepared arrays only
+        ("pipeline/datasets/splits.py", {"prepare", "train_mnist", "evaluate_mnist"}),
+        ("pipeline/tracking/runs.py", set()),  # MLflow only: listed in pipeline.dependencies.NOT_DEPENDENCIES
+        ("pipeline/serving/pyfunc.py", set()),
     ]:
         path = trained_copy.root / module
         original = path.read_text()

@@ -1,4 +1,4 @@
-"""The deterministic matrix product (pipeline.detgemm): right within float32 rounding, the same bits on
+"""The deterministic matrix product (pipeline.model.detgemm): right within float32 rounding, the same bits on
 every instruction-set path, gradients, subnormals, and one-line errors for a missing or stale build."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from pipeline import detgemm
-from pipeline.detgemm import NativeLibraryError
+from pipeline.model import detgemm
+from pipeline.model.detgemm import NativeLibraryError
 
 # (rows of op(a), columns of op(b), summed terms, transpose_a, transpose_b): the products the layers run
 # at the default params (slices of 128 examples, 28 pixels, LSTM(128) for MNIST; LSTM(512) for the fable),
@@ -211,7 +211,8 @@ def test_the_cell_flushes_subnormals_whatever_the_callers_floating_point_state()
 def test_the_makefile_builds_the_library_this_module_loads():
     from conftest import ROOT
 
-    assert f"DETGEMM := pipeline/{detgemm.LIBRARY}\n" in (ROOT / "Makefile").read_text()
+    library = (detgemm.PACKAGE / detgemm.LIBRARY).relative_to(ROOT)
+    assert f"DETGEMM := {library.as_posix()}\n" in (ROOT / "Makefile").read_text()
     assert [path.name for path in detgemm.sources()] == [
         "detgemm_cell.cc",
         "detgemm_kernel.cc",

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.fable import continuation_in_text, windows
+from pipeline.tasks.fable import continuation_in_text, windows
 
 
 def test_windows_label_each_run_with_the_next_id():

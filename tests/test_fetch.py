@@ -11,7 +11,7 @@ import pytest
 from conftest import Route
 
 from pipeline.config import parse_params
-from pipeline.fetch import (
+from pipeline.stages.fetch import (
     FetchError,
     Target,
     fable_target,
@@ -141,7 +141,7 @@ def test_timeout_from_environment():
 def test_a_long_download_shows_how_far_it_is(http_server, tmp_path, capsys, monkeypatch):
     content = bytes(range(256)) * 12_000  # 3.1 MB: read in blocks of 1 MiB
     http_server.routes = {"/big": Route(content)}
-    monkeypatch.setattr("pipeline.fetch.PROGRESS_INTERVAL_S", 0.0)  # a line after every block
+    monkeypatch.setattr("pipeline.stages.fetch.PROGRESS_INTERVAL_S", 0.0)  # a line after every block
     source = f"{http_server.base_url}/big"
     fetch(Target(tmp_path / "big", hashlib.sha256(content).hexdigest(), (source,)), timeout=5)
     log = capsys.readouterr().err.splitlines()

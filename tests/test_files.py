@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-from pipeline import files, prepare
+from pipeline import files
 from pipeline.files import OutputError, write_bytes
+from pipeline.stages import prepare
 
 
 def disk_full(*args: object) -> None:
@@ -43,15 +44,15 @@ def test_disk_full_for_a_new_output_writes_nothing(tmp_path, monkeypatch):
 
 
 def test_other_errors_inside_the_block_pass_through_unchanged(tmp_path):
-    with pytest.raises(TimeoutError):  # a dropped download is the caller's to handle (fetch tries the next source)
-        with files.atomic_output(tmp_path / "x") as handle:
-            handle.write(b"part")
-            raise TimeoutError("source timed out")
+    # a dropped download is the caller's to handle (fetch tries the next source)
+    with pytest.raises(TimeoutError), files.atomic_output(tmp_path / "x") as handle:
+        handle.write(b"part")
+        raise TimeoutError("source timed out")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_stage_reports_a_full_disk_in_one_line_and_keeps_its_outputs(trained_copy, monkeypatch, capsys):
-    """`python -m pipeline.prepare` with the disk full: exit 1, one line naming the file, old outputs intact."""
+    """`python -m pipeline.stages.prepare` with the disk full: exit 1, one line naming the file, old outputs intact."""
     monkeypatch.chdir(trained_copy.root)
     prepared = trained_copy.root / "data" / "prepared" / "mnist"
     before = {path.name: path.read_bytes() for path in prepared.iterdir()}

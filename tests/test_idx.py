@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.idx import IMAGES_MAGIC, LABELS_MAGIC, IdxError, parse_images, parse_labels
+from pipeline.datasets.idx import IMAGES_MAGIC, LABELS_MAGIC, IdxError, parse_images, parse_labels
 
 
 def idx_bytes(magic: int, array: np.ndarray) -> bytes:

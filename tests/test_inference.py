@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.inference import logits_loss
+from pipeline.model.inference import logits_loss
 
 
 def test_logits_loss_matches_keras():

@@ -15,7 +15,7 @@ import mlflow.pyfunc
 from conftest import chromium_page, free_port, stack_directory, wait_until_up
 from mlflow.tracking import MlflowClient
 
-from pipeline import team
+from pipeline.team import stack as team
 
 
 @contextlib.contextmanager
@@ -55,7 +55,7 @@ def mlflow_server(backend: str, artifacts: Path) -> Iterator[str]:
 
 @contextlib.contextmanager
 def postgres() -> Iterator[str]:
-    """A throw-away PostgreSQL on 127.0.0.1: the team stack's (pipeline.team) on its own."""
+    """A throw-away PostgreSQL on 127.0.0.1: the team stack's (pipeline.team.stack) on its own."""
     stack = team.load_or_create(stack_directory())
     try:
         team.start(stack, "postgres")

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.saving import load_model, save_model
+from pipeline.model.saving import load_model, save_model
 
 
 def test_reloaded_model_predicts_the_same(small_model, tmp_path):

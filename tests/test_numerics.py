@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import ParamsError, parse_params
-from pipeline.numerics import environment
+from pipeline.model.numerics import environment
 
 
 def test_portable_environment_turns_onednn_off_and_overrides_the_users_arithmetic_settings():
@@ -57,7 +57,7 @@ def test_portable_refuses_threads_whose_sums_would_depend_on_the_cpu_but_not_lon
 def test_portable_layers_run_every_product_forward_and_backward_as_the_deterministic_op():
     import tensorflow as tf
 
-    from pipeline.layers import matmul
+    from pipeline.model.layers import matmul
 
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((8, 773), dtype=np.float32))  # a sum Eigen would cut by L1 size
@@ -82,7 +82,7 @@ def test_portable_layers_run_every_product_forward_and_backward_as_the_determini
 
 
 def test_portable_orthogonal_is_orthonormal_and_plain_float64_arithmetic():
-    from pipeline.layers import PortableOrthogonal, gram_schmidt
+    from pipeline.model.layers import PortableOrthogonal, gram_schmidt
 
     a = np.random.default_rng(1).standard_normal((40, 12))
     q = gram_schmidt(a)
@@ -103,7 +103,7 @@ MODELS = ("models/mnist.keras", "models/fable.keras")
 def train_both(project, env_extra=None, prefix=()) -> dict[str, str]:
     """Train both models in ``project`` (data stages done) as the train stage does; their md5s."""
     for model in ("mnist", "fable"):
-        project.run(*prefix, sys.executable, "-m", "pipeline.train", model, env_extra=env_extra, timeout=1800)
+        project.run(*prefix, sys.executable, "-m", "pipeline.stages.train", model, env_extra=env_extra, timeout=1800)
     return {path: hashlib.md5((project.root / path).read_bytes()).hexdigest() for path in MODELS}
 
 
@@ -138,11 +138,11 @@ def test_models_are_byte_identical_under_any_isa_cap_or_core_count(data_project,
 def test_portable_runs_no_onednn_kernel_and_native_does(data_project):
     """The kernel path, checked: a TensorFlow upgrade that routes portable products to oneDNN fails here."""
     verbose = {"ONEDNN_VERBOSE": "1"}
-    portable = data_project.run(sys.executable, "-m", "pipeline.train", "fable", env_extra=verbose)
+    portable = data_project.run(sys.executable, "-m", "pipeline.stages.train", "fable", env_extra=verbose)
     assert ",exec," not in portable.stdout + portable.stderr
     data_project.edit_params(lambda raw: raw["numerics"].update(mode="native"))
     try:
-        native = data_project.run(sys.executable, "-m", "pipeline.train", "fable", env_extra=verbose)
+        native = data_project.run(sys.executable, "-m", "pipeline.stages.train", "fable", env_extra=verbose)
     finally:
         data_project.edit_params(lambda raw: raw["numerics"].update(mode="portable"))
     assert ",exec,cpu," in native.stdout + native.stderr

@@ -123,7 +123,7 @@ def test_predict_refuses_a_non_image(trained_project, tmp_path):
 
 def test_a_stage_prints_its_progress_and_nothing_of_its_libraries(trained_copy):
     """No TensorFlow start-up log, no MLflow notes or progress bars: one line per epoch, then the registry's."""
-    result = trained_copy.python("-m", "pipeline.train", "fable")
+    result = trained_copy.python("-m", "pipeline.stages.train", "fable")
     lines = (result.stdout + result.stderr).strip().splitlines()
     epochs = trained_copy.params()["fable"]["epochs"]
     assert [line.split(":")[0] for line in lines[:epochs]] == [

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from pipeline.config import MnistSplit
-from pipeline.idx import IdxError
-from pipeline.prepare import split_mnist
-from pipeline.splits import load_split, save_splits
+from pipeline.datasets.idx import IdxError
+from pipeline.datasets.splits import load_split, save_splits
+from pipeline.stages.prepare import split_mnist
 
 
 def arrays(train: int, test: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:

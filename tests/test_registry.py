@@ -12,8 +12,9 @@ import pytest
 from conftest import clone_project
 from mlflow.tracking import MlflowClient
 
-from pipeline import tracking
 from pipeline.config import load_params
+from pipeline.tracking import provenance, registry, reuse, tags
+from pipeline.tracking.store import TrackingError
 
 
 class Echo(mlflow.pyfunc.PythonModel):
@@ -34,15 +35,15 @@ def evaluated_run(accuracy: float, commit: str = "c0ffee") -> str:
         tags={
             "mlflow.source.git.commit": commit,
             "params.sha256": "p" * 64,
-            tracking.MODEL_DIGEST_TAG: f"model-{accuracy}",
+            tags.MODEL_DIGEST_TAG: f"model-{accuracy}",
         }
     ) as run:
         mlflow.pyfunc.log_model(name="model", python_model=Echo(), pip_requirements=[])
         mlflow.log_metrics({"test_accuracy": accuracy, "test_loss": 1 - accuracy})
         mlflow.set_tags(
             {
-                tracking.TEST_METRICS_TAG: json.dumps(["test_accuracy", "test_loss"]),
-                tracking.EVALUATED_BY_TAG: run.info.run_id,
+                tags.TEST_METRICS_TAG: json.dumps(["test_accuracy", "test_loss"]),
+                tags.EVALUATED_BY_TAG: run.info.run_id,
             }
         )
     return run.info.run_id
@@ -58,19 +59,19 @@ def aliases(client: MlflowClient, name: str = "mnist") -> dict[str, str]:
 
 
 def test_champion_moves_only_when_beaten_and_latest_follows_the_newest(store):
-    first = tracking.register("mnist", evaluated_run(0.95))
+    first = registry.register("mnist", evaluated_run(0.95))
     assert first.version == 1 and aliases(store) == {"champion": "1", "latest": "1"}
-    tracking.register("mnist", evaluated_run(0.90))  # worse
+    registry.register("mnist", evaluated_run(0.90))  # worse
     assert aliases(store) == {"champion": "1", "latest": "2"}
-    tracking.register("mnist", evaluated_run(0.95))  # a tie keeps the older
+    registry.register("mnist", evaluated_run(0.95))  # a tie keeps the older
     assert aliases(store) == {"champion": "1", "latest": "3"}
-    tracking.register("mnist", evaluated_run(0.96))  # better
+    registry.register("mnist", evaluated_run(0.96))  # better
     assert aliases(store) == {"champion": "4", "latest": "4"}
 
 
 def test_a_version_carries_its_test_metrics_and_provenance(store):
     run_id = evaluated_run(0.97, commit="abc123")
-    version = tracking.register("fable", run_id)
+    version = registry.register("fable", run_id)
     stored = store.get_model_version("fable", version.version)
     assert stored.run_id == run_id and stored.source.startswith("models:/m-")
     assert float(stored.tags["test_accuracy"]) == 0.97 and float(stored.tags["test_loss"]) == pytest.approx(0.03)
@@ -82,9 +83,9 @@ def test_a_version_carries_its_test_metrics_and_provenance(store):
 
 def test_registering_a_run_again_updates_its_version_instead_of_adding_one(store):
     run_id = evaluated_run(0.9)
-    tracking.register("mnist", run_id)
+    registry.register("mnist", run_id)
     store.log_metric(run_id, "test_accuracy", 0.91)
-    again = tracking.register("mnist", run_id)
+    again = registry.register("mnist", run_id)
     assert again.version == 1 and len(store.search_model_versions("name = 'mnist'")) == 1
     assert again.tags["test_accuracy"] == "0.91"
 
@@ -92,8 +93,8 @@ def test_registering_a_run_again_updates_its_version_instead_of_adding_one(store
 def test_a_run_without_a_model_is_refused_in_one_line(store):
     with mlflow.start_run() as run:
         pass
-    with pytest.raises(tracking.TrackingError, match=f"MLflow run {run.info.run_id} has no logged model"):
-        tracking.register("mnist", run.info.run_id)
+    with pytest.raises(TrackingError, match=f"MLflow run {run.info.run_id} has no logged model"):
+        registry.register("mnist", run.info.run_id)
 
 
 # --- the real pipeline -----------------------------------------------------------------------------------
@@ -124,7 +125,7 @@ def test_repro_registers_both_models_with_metrics_datasets_and_system_metrics(tr
         if name == "fable":
             assert set(inputs) == {"fable"}
             text = trained_project.root / "data/raw/fable.txt"
-            assert inputs["fable"].dataset.digest == tracking.dataset_digest([text])
+            assert inputs["fable"].dataset.digest == provenance.dataset_digest([text])
             assert json.loads(inputs["fable"].dataset.source)["url"] == trained_project.params()["data"]["fable"]["url"]
         else:
             assert set(inputs) == {"mnist-train", "mnist-validation", "mnist-test"}
@@ -134,7 +135,7 @@ def test_repro_registers_both_models_with_metrics_datasets_and_system_metrics(tr
             }
             assert contexts == {"mnist-train": "training", "mnist-validation": "validation", "mnist-test": "testing"}
             prepared = trained_project.root / "data/prepared/mnist"
-            assert inputs["mnist-test"].dataset.digest == tracking.dataset_digest(
+            assert inputs["mnist-test"].dataset.digest == provenance.dataset_digest(
                 [prepared / "x_test.npy", prepared / "y_test.npy"]
             )
             assert {metric.dataset_name for metric in logged.metrics if metric.key == "test_accuracy"} == {"mnist-test"}
@@ -144,8 +145,8 @@ def test_dataset_digest_is_the_sha256_of_the_bytes_cut_to_mlflows_length(tmp_pat
     (tmp_path / "a").write_bytes(b"hello ")
     (tmp_path / "b").write_bytes(b"world")
     (tmp_path / "ab").write_bytes(b"hello world")
-    digest = tracking.dataset_digest([tmp_path / "a", tmp_path / "b"])
-    assert digest == tracking.dataset_digest([tmp_path / "ab"])
+    digest = provenance.dataset_digest([tmp_path / "a", tmp_path / "b"])
+    assert digest == provenance.dataset_digest([tmp_path / "ab"])
     assert digest == "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"[:36]
 
 
@@ -162,8 +163,8 @@ def test_the_same_bytes_again_reuse_the_evaluation_and_the_champion_follows_the_
 
     _, again, other = project.runs("mnist")
     assert again.info.status == "FINISHED"
-    assert again.data.tags[tracking.MODEL_DIGEST_TAG] == first.data.tags[tracking.MODEL_DIGEST_TAG]
-    assert again.data.tags[tracking.EVALUATED_BY_TAG] == first.info.run_id
+    assert again.data.tags[tags.MODEL_DIGEST_TAG] == first.data.tags[tags.MODEL_DIGEST_TAG]
+    assert again.data.tags[tags.EVALUATED_BY_TAG] == first.info.run_id
     assert again.data.metrics["test_accuracy"] == first.data.metrics["test_accuracy"]
     assert [v.run_id for v in versions(project, "mnist")] == [first.info.run_id, again.info.run_id, other.info.run_id]
     beaten = other.data.metrics["test_accuracy"] > first.data.metrics["test_accuracy"]
@@ -185,7 +186,7 @@ def test_a_fresh_clone_registers_the_committed_evaluation(trained_copy, tmp_path
         (run,) = clone.runs(name)
         metrics = json.loads((clone.root / f"metrics/{name}.json").read_text())
         assert run.data.metrics["test_accuracy"] == metrics["accuracy" if name == "fable" else "test_accuracy"]
-        assert run.data.tags[tracking.EVALUATED_BY_TAG] == f"dvc.lock stage evaluate_{name} at git commit {commit}"
+        assert run.data.tags[tags.EVALUATED_BY_TAG] == f"dvc.lock stage evaluate_{name} at git commit {commit}"
         (version,) = versions(clone, name)
         assert version.run_id == run.info.run_id
         assert aliases(MlflowClient(), name) == {"champion": "1", "latest": "1"}
@@ -195,11 +196,11 @@ def test_an_evaluation_of_other_bytes_is_not_taken_from_the_lock(trained_copy, m
     """The committed evaluation counts only for the exact model and metrics bytes dvc.lock records."""
     monkeypatch.chdir(trained_copy.root)
     paths = load_params().paths_of("mnist")
-    stage, metrics = tracking.committed_evaluation(paths)
+    stage, metrics = reuse.committed_evaluation(paths)
     assert stage == "evaluate_mnist" and metrics == json.loads(Path(paths.metrics).read_text())
-    assert tracking.committed_evaluation(paths, Path("no.lock")) is None
+    assert reuse.committed_evaluation(paths, Path("no.lock")) is None
     Path(paths.metrics).write_text(Path(paths.metrics).read_text() + " ")
-    assert tracking.committed_evaluation(paths) is None
+    assert reuse.committed_evaluation(paths) is None
 
 
 def test_cli_reads_registered_models(trained_project, tmp_path):

@@ -93,7 +93,7 @@ def test_two_trainers_share_one_fresh_mlflow_db(trained_project, tmp_path):
         copies.append(copy)
     trainers = [
         subprocess.Popen(
-            [sys.executable, "-m", "pipeline.train", "fable"],
+            [sys.executable, "-m", "pipeline.stages.train", "fable"],
             cwd=c.root,
             env=c.env,
             stdout=subprocess.PIPE,

@@ -8,7 +8,7 @@ import zipfile
 import keras
 import pytest
 
-from pipeline.saving import ModelError, load_model, save_model
+from pipeline.model.saving import ModelError, load_model, save_model
 
 
 def test_saving_twice_gives_identical_bytes(small_model, tmp_path):

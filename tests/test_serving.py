@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from conftest import free_port, wait_until_up
 
-from pipeline.serving import ServingError, _column, images_array
+from pipeline.serving.pyfunc import ServingError, _column, images_array
 
 
 def test_images_arrive_as_arrays_lists_or_one_image():
@@ -56,7 +56,8 @@ LOAD_ELSEWHERE = textwrap.dedent("""
     model = mlflow.pyfunc.load_model(f"models:/{logged.model_id}")
     if sys.argv[2] == "mnist":
         answer = model.predict(np.load(sys.argv[3]))
-        print(json.dumps({"digits": answer["digit"].tolist(), "sums": [float(sum(p)) for p in answer["probabilities"]]}))
+        sums = [float(sum(p)) for p in answer["probabilities"]]
+        print(json.dumps({"digits": answer["digit"].tolist(), "sums": sums}))
     else:
         print(json.dumps({"stories": model.predict(sys.argv[3:])["story"].tolist()}))
         try:

@@ -1,4 +1,5 @@
-"""Every entry point fails like a tool: one line and exit status 1; the traceback only when debugging. Durations as people read them."""
+"""Every entry point fails like a tool: one line and exit status 1; the traceback only when debugging.
+Durations as people read them."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import os
 
 import pytest
 
+from pipeline.cli import DEBUG_ENV, duration, run_stage, stage_parser
 from pipeline.errors import PipelineError
-from pipeline.stage import DEBUG_ENV, duration, run_stage, stage_parser
 
 
 def fail(error: Exception) -> None:

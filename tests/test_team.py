@@ -1,4 +1,4 @@
-"""The team stack for real (pipeline.team): PostgreSQL, SeaweedFS's S3 server and `mlflow server` with
+"""The team stack for real (pipeline.team.stack): PostgreSQL, SeaweedFS's S3 server and `mlflow server` with
 basic-auth on free loopback ports, the pipeline run against it from several clones, and its faults.
 
 One stack for the whole module, under /tmp, started once and stopped at the end (also when a test fails);
@@ -29,7 +29,7 @@ from conftest import (
 )
 from mlflow.tracking import MlflowClient
 
-from pipeline import team
+from pipeline.team import stack as team
 
 pytestmark = pytest.mark.slow
 
@@ -248,7 +248,7 @@ def test_an_unreachable_server_fails_the_stage_at_once_in_one_line(team_project)
     nowhere = "http://127.0.0.1:9"
     began = time.monotonic()
     result = team_project.run(
-        sys.executable, "-m", "pipeline.train", "fable", check=False, env_extra={"MLFLOW_TRACKING_URI": nowhere}
+        sys.executable, "-m", "pipeline.stages.train", "fable", check=False, env_extra={"MLFLOW_TRACKING_URI": nowhere}
     )
     seconds = time.monotonic() - began
     print(f"\nunreachable tracking server: stage failed after {seconds:.1f} s")
@@ -265,7 +265,7 @@ def test_a_wrong_password_fails_the_stage_in_one_line_naming_the_user(stack, tea
     result = team_project.run(
         sys.executable,
         "-m",
-        "pipeline.evaluate",
+        "pipeline.stages.evaluate",
         "fable",
         check=False,
         env_extra={"MLFLOW_TRACKING_PASSWORD": "not-the-password"},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline import team
+from pipeline.team import stack as team
 
 
 def test_first_use_picks_distinct_ports_and_keeps_secrets_private(tmp_path):

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.text import PromptError, TextError, detokenize, load_vocabulary, prompt_tokens, read_text, tokenize
+from pipeline.datasets.text import (
+    PromptError,
+    TextError,
+    detokenize,
+    load_vocabulary,
+    prompt_tokens,
+    read_text,
+    tokenize,
+)
 
 VOCABULARY = {"tokens": "word", "dictionary": {"the": 0, "cat": 1, "sat": 2, ".": 3}}
 

@@ -16,7 +16,8 @@ import pytest
 from conftest import Route
 from mlflow.tracking import MlflowClient
 
-from pipeline.tracking import flatten, project_root, tracking_uri
+from pipeline.tracking.provenance import flatten
+from pipeline.tracking.store import project_root, tracking_uri
 
 
 def test_project_root_from_inside_a_dvc_experiment(tmp_path):
@@ -117,7 +118,7 @@ def test_rerun_without_changes_adds_no_run_and_a_param_edit_adds_one(trained_cop
 def test_a_failing_stage_leaves_its_run_failed(trained_copy):
     # The history cannot be written under a file: training fails after its run has started.
     trained_copy.edit_params(lambda raw: raw["paths"]["fable"].__setitem__("history", "params.yaml/history.csv"))
-    result = trained_copy.python("-m", "pipeline.train", "fable", check=False)
+    result = trained_copy.python("-m", "pipeline.stages.train", "fable", check=False)
     assert result.returncode != 0
     newest = max(trained_copy.runs("fable"), key=lambda run: run.info.start_time)
     assert newest.info.status == "FAILED"
@@ -126,7 +127,7 @@ def test_a_failing_stage_leaves_its_run_failed(trained_copy):
 def test_an_interrupted_stage_leaves_its_run_killed(trained_copy):
     trained_copy.edit_params(lambda raw: raw["fable"].__setitem__("epochs", 100000))
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.train", "fable"],
+        [sys.executable, "-m", "pipeline.stages.train", "fable"],
         cwd=trained_copy.root,
         env=trained_copy.env,
         stdout=subprocess.PIPE,
@@ -158,7 +159,7 @@ def test_artifacts_stay_beside_the_store(trained_project):
 def test_an_unreachable_tracking_server_fails_at_once_in_one_line(http_server):
     import socket
 
-    from pipeline.tracking import TrackingError, require_server
+    from pipeline.tracking.store import TrackingError, require_server
 
     http_server.routes = {"/health": Route(b"OK")}
     require_server(http_server.base_url)  # answers
@@ -173,7 +174,7 @@ def test_an_unreachable_tracking_server_fails_at_once_in_one_line(http_server):
 
 
 def test_a_refused_login_fails_at_once_naming_the_user(http_server):
-    from pipeline.tracking import TrackingError, require_server
+    from pipeline.tracking.store import TrackingError, require_server
 
     http_server.routes = {
         "/health": Route(b"OK"),

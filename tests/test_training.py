@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.training import Progress, steps_per_execution
+from pipeline.training.loop import Progress, steps_per_execution
 
 
 def test_each_epoch_prints_its_figures_and_the_time_left(capsys):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.text import tokenize
-from pipeline.vocabulary import (
+from pipeline.datasets.text import tokenize
+from pipeline.stages.vocabulary import (
     VocabularyError,
     accuracy_ceiling,
     build_dictionary,

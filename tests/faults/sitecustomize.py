@@ -2,7 +2,7 @@
 
 A test that wants the kill puts this directory on ``PYTHONPATH`` and sets ``PIPELINE_KILL_AT``
 (:func:`conftest.kill_at` gives both) for one ``dvc repro``. Python imports ``sitecustomize`` at the
-start of every process, DVC's stage processes included; when ``pipeline.training`` is imported, its
+start of every process, DVC's stage processes included; when ``pipeline.training.loop`` is imported, its
 ``run`` is wrapped to train with one more callback, which makes the process send itself SIGKILL (no
 handler runs, nothing is flushed, exactly as ``kill -9`` from outside) at:
 
@@ -25,7 +25,7 @@ import sys
 
 VARIABLE = "PIPELINE_KILL_AT"
 PAUSE = "PIPELINE_PAUSE_AT"
-_TARGET = "pipeline.training"
+_TARGET = "pipeline.training.loop"
 
 
 def _kill_point() -> tuple[int, str]:
@@ -95,7 +95,7 @@ def _wrap(training) -> None:
 
 
 class _AfterTrainingLoads(importlib.abc.MetaPathFinder):
-    """Finds ``pipeline.training`` as usual, and wraps its ``run`` once the module has executed."""
+    """Finds ``pipeline.training.loop`` as usual, and wraps its ``run`` once the module has executed."""
 
     def find_spec(self, name, path, target=None):
         if name != _TARGET:

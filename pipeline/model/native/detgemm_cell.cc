@@ -1,0 +1,235 @@
+// TensorFlow custom op "DetLstmCell": an LSTM cell's elementwise part in one pass, with the same bits on
+// every x86-64 CPU (AVX-512F, AVX2 with FMA, or neither).
+//
+// Feature-major layout (pipeline/model/layers.py): z is the step's product, 4 blocks of n = units * batch
+// floats (the gates i, f, o, then the candidate g, each units x batch), c_prev one block. For every
+// element j of a block:
+//     i, f, o = sigmoid(z_i), sigmoid(z_f), sigmoid(z_o);  g = tanh(z_g)
+//     c = fma(f, c_prev, i * g);  tanh_c = tanh(c);  h = o * tanh_c
+// Outputs h, c, the activated gates [i, f, o, g] (4 blocks) and tanh_c: what the gradient
+// (pipeline/model/detgemm.py, in TensorFlow's elementwise ops) needs.
+//
+// tanh is Eigen's float approximation (clamped to +-7.9053, x itself below 4e-4, else a 13/6-degree odd
+// over even rational function, < 1e-6 from the true tanh), sigmoid(x) = fma(0.5, tanh(0.5 x), 0.5). Every
+// step is one IEEE operation (fma, multiply, divide, min, max, compare), so the 16-wide (AVX-512), 8-wide
+// (AVX2) and scalar paths round alike and give the same bits; one pass over memory instead of TensorFlow's
+// ten elementwise kernels per step. Runs on the caller's thread, under detgemm::FixedMxcsr.
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "detgemm_kernel.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+#if defined(__FAST_MATH__)
+#error "detgemm must not be compiled with -ffast-math"
+#endif
+
+// GCC 12 warns about its own _mm512_min_ps/_mm512_max_ps (their _mm512_undefined_ps pass-through),
+// and that vector types change the ABI of functions that are only ever inlined (flatten).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace detgemm {
+namespace {
+
+constexpr float kClamp = 7.90531110763549805f, kTiny = 0.0004f;
+constexpr float kAlpha[] = {4.89352455891786e-03f, 6.37261928875436e-04f, 1.48572235717979e-05f,
+                            5.12229709037114e-08f, -8.60467152213735e-11f, 2.00018790482477e-13f,
+                            -2.76076847742355e-16f};  // x^1 ... x^13
+constexpr float kBeta[] = {4.89352518554385e-03f, 2.26843463243900e-03f, 1.18534705686654e-04f,
+                           1.19825839466702e-06f};  // x^0 ... x^6
+
+// The same operations on one float (Scalar), 8 (Avx2) or 16 (Avx512). The generic code below is
+// inlined into each ISA's loop by __attribute__((flatten)), which compiles it for that loop's target.
+struct Scalar {
+  using V = float;
+  static constexpr int kWidth = 1;
+  static V Load(const float* p) { return *p; }
+  static void Store(float* p, V v) { *p = v; }
+  static V Set(float x) { return x; }
+  static V Fma(V a, V b, V c) { return std::fma(a, b, c); }
+  static V Mul(V a, V b) { return a * b; }
+  static V Div(V a, V b) { return a / b; }
+  static V Clamp(V x) { return x > kClamp ? kClamp : (x < -kClamp ? -kClamp : x); }
+  static V TinyOr(V x, V otherwise) { return std::fabs(x) < kTiny ? x : otherwise; }
+};
+
+struct Avx2 {
+  using V = __m256;
+  static constexpr int kWidth = 8;
+  __attribute__((target("avx2,fma"))) static V Load(const float* p) { return _mm256_loadu_ps(p); }
+  __attribute__((target("avx2,fma"))) static void Store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  __attribute__((target("avx2,fma"))) static V Set(float x) { return _mm256_set1_ps(x); }
+  __attribute__((target("avx2,fma"))) static V Fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  __attribute__((target("avx2,fma"))) static V Mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  __attribute__((target("avx2,fma"))) static V Div(V a, V b) { return _mm256_div_ps(a, b); }
+  __attribute__((target("avx2,fma"))) static V Clamp(V x) {
+    return _mm256_max_ps(_mm256_min_ps(x, Set(kClamp)), Set(-kClamp));
+  }
+  __attribute__((target("avx2,fma"))) static V TinyOr(V x, V otherwise) {
+    const V magnitude = _mm256_andnot_ps(Set(-0.0f), x);
+    return _mm256_blendv_ps(otherwise, x, _mm256_cmp_ps(magnitude, Set(kTiny), _CMP_LT_OQ));
+  }
+};
+
+struct Avx512 {
+  using V = __m512;
+  static constexpr int kWidth = 16;
+  __attribute__((target("avx512f"))) static V Load(const float* p) { return _mm512_loadu_ps(p); }
+  __attribute__((target("avx512f"))) static void Store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  __attribute__((target("avx512f"))) static V Set(float x) { return _mm512_set1_ps(x); }
+  __attribute__((target("avx512f"))) static V Fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  __attribute__((target("avx512f"))) static V Mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  __attribute__((target("avx512f"))) static V Div(V a, V b) { return _mm512_div_ps(a, b); }
+  __attribute__((target("avx512f"))) static V Clamp(V x) {
+    return _mm512_max_ps(_mm512_min_ps(x, Set(kClamp)), Set(-kClamp));
+  }
+  __attribute__((target("avx512f"))) static V TinyOr(V x, V otherwise) {
+    const V magnitude = _mm512_abs_ps(x);
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(magnitude, Set(kTiny), _CMP_LT_OQ), otherwise, x);
+  }
+};
+
+template <class O>
+typename O::V Tanh(typename O::V input) {
+  using V = typename O::V;
+  const V x = O::Clamp(input), x2 = O::Mul(x, x);
+  V p = O::Set(kAlpha[6]);
+  for (int k = 5; k >= 0; --k) p = O::Fma(x2, p, O::Set(kAlpha[k]));
+  V q = O::Set(kBeta[3]);
+  for (int k = 2; k >= 0; --k) q = O::Fma(x2, q, O::Set(kBeta[k]));
+  return O::TinyOr(x, O::Div(O::Mul(x, p), q));
+}
+
+template <class O>
+typename O::V Sigmoid(typename O::V x) {
+  const typename O::V half = O::Set(0.5f);
+  return O::Fma(half, Tanh<O>(O::Mul(half, x)), half);
+}
+
+// Elements [begin, end) of every block, `O::kWidth` at a time (end - begin a multiple of it).
+template <class O>
+void CellRange(int64_t begin, int64_t end, int64_t n, const float* z, const float* c_prev, float* h,
+               float* c, float* act, float* tanh_c) {
+  for (int64_t j = begin; j < end; j += O::kWidth) {
+    const auto i = Sigmoid<O>(O::Load(z + j)), f = Sigmoid<O>(O::Load(z + n + j));
+    const auto o = Sigmoid<O>(O::Load(z + 2 * n + j)), g = Tanh<O>(O::Load(z + 3 * n + j));
+    const auto cell = O::Fma(f, O::Load(c_prev + j), O::Mul(i, g));
+    const auto squashed = Tanh<O>(cell);
+    O::Store(act + j, i);
+    O::Store(act + n + j, f);
+    O::Store(act + 2 * n + j, o);
+    O::Store(act + 3 * n + j, g);
+    O::Store(c + j, cell);
+    O::Store(tanh_c + j, squashed);
+    O::Store(h + j, O::Mul(o, squashed));
+  }
+}
+
+__attribute__((flatten)) void CellScalar(int64_t begin, int64_t n, const float* z, const float* c_prev,
+                                         float* h, float* c, float* act, float* tanh_c) {
+  CellRange<Scalar>(begin, n, n, z, c_prev, h, c, act, tanh_c);
+}
+__attribute__((target("avx2,fma"), flatten)) int64_t CellAvx2(int64_t n, const float* z, const float* c_prev,
+                                                              float* h, float* c, float* act, float* tanh_c) {
+  const int64_t whole = n - n % Avx2::kWidth;
+  CellRange<Avx2>(0, whole, n, z, c_prev, h, c, act, tanh_c);
+  return whole;
+}
+__attribute__((target("avx512f"), flatten)) int64_t CellAvx512(int64_t n, const float* z, const float* c_prev,
+                                                               float* h, float* c, float* act, float* tanh_c) {
+  const int64_t whole = n - n % Avx512::kWidth;
+  CellRange<Avx512>(0, whole, n, z, c_prev, h, c, act, tanh_c);
+  return whole;
+}
+
+}  // namespace
+
+// The cell over n elements per block; the vector paths leave the last n % width to the scalar one.
+Isa LstmCell(Isa isa, int64_t n, const float* z, const float* c_prev, float* h, float* c, float* act,
+             float* tanh_c) {
+  isa = ResolveIsa(isa);
+  const FixedMxcsr fixed;
+  int64_t done = 0;
+  if (isa == kAvx512) done = CellAvx512(n, z, c_prev, h, c, act, tanh_c);
+  if (isa == kAvx2) done = CellAvx2(n, z, c_prev, h, c, act, tanh_c);
+  CellScalar(done, n, z, c_prev, h, c, act, tanh_c);
+  return isa;
+}
+
+}  // namespace detgemm
+
+using namespace tensorflow;
+using shape_inference::DimensionHandle;
+using shape_inference::InferenceContext;
+using shape_inference::ShapeHandle;
+
+REGISTER_OP("DetLstmCell")
+    .Input("z: float")
+    .Input("c_prev: float")
+    .Output("h: float")
+    .Output("c: float")
+    .Output("activations: float")
+    .Output("tanh_c: float")
+    .Attr("isa: {'auto', 'scalar', 'avx2', 'avx512'} = 'auto'")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle z, c_prev;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &z));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &c_prev));
+      DimensionHandle batch, units4;
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(z, 1), c->Dim(c_prev, 1), &batch));
+      TF_RETURN_IF_ERROR(c->Multiply(c->Dim(c_prev, 0), 4, &units4));
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(z, 0), units4, &units4));
+      c->set_output(0, c_prev);
+      c->set_output(1, c_prev);
+      c->set_output(2, z);
+      c->set_output(3, c_prev);
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+LSTM cell, elementwise, feature-major: z (4 units x batch: gates i, f, o, candidate g) and c_prev
+(units x batch) -> h, c, the activated gates, tanh(c). Same bits on every x86-64 CPU. Single-threaded.
+)doc");
+
+class DetLstmCellOp : public OpKernel {
+ public:
+  explicit DetLstmCellOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    std::string isa;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("isa", &isa));
+    isa_ = detgemm::ParseIsa(isa.c_str());
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& z = ctx->input(0);
+    const Tensor& c_prev = ctx->input(1);
+    OP_REQUIRES(ctx, z.dims() == 2 && c_prev.dims() == 2 && z.dim_size(1) == c_prev.dim_size(1) &&
+                         z.dim_size(0) == 4 * c_prev.dim_size(0),
+                absl::InvalidArgumentError(absl::StrCat("DetLstmCell: z must be (4 units, batch) and c_prev (units, batch), got ",
+                                                        z.shape().DebugString(), " ", c_prev.shape().DebugString())));
+    Tensor *h, *c, *act, *tanh_c;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, c_prev.shape(), &h));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, c_prev.shape(), &c));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, z.shape(), &act));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, c_prev.shape(), &tanh_c));
+    detgemm::LstmCell(isa_, c_prev.NumElements(), z.flat<float>().data(), c_prev.flat<float>().data(),
+                      h->flat<float>().data(), c->flat<float>().data(), act->flat<float>().data(),
+                      tanh_c->flat<float>().data());
+  }
+
+ private:
+  detgemm::Isa isa_ = detgemm::kAuto;
+};
+
+REGISTER_KERNEL_BUILDER(Name("DetLstmCell").Device(DEVICE_CPU), DetLstmCellOp);
+
+// For tests, through ctypes: the cell called directly on the caller's thread (outside TensorFlow's
+// executor); n elements per block; returns the ISA used.
+extern "C" const char* detgemm_lstm_cell(const char* isa, int64_t n, const float* z, const float* c_prev,
+                                         float* h, float* c, float* act, float* tanh_c) {
+  return detgemm::IsaName(detgemm::LstmCell(detgemm::ParseIsa(isa), n, z, c_prev, h, c, act, tanh_c));
+}

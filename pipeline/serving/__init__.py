@@ -1,0 +1,1 @@
+"""What leaves the project: the trained models as self-contained MLflow pyfunc models."""

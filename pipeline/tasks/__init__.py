@@ -1,0 +1,1 @@
+"""The two seeds: what differs per model (its data, network and evaluation), declared once each."""
