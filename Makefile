@@ -16,7 +16,7 @@ DETGEMM_SOURCES := $(sort $(wildcard pipeline/model/native/detgemm_*.cc pipeline
 # DVC stages run `python -m pipeline.…`: the virtual environment's python must come first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup python repro test browser qemu compiler bench team-up team-down team-status
+.PHONY: setup python repro test lint browser qemu compiler bench team-up team-down team-status
 .DEFAULT_GOAL := repro
 
 setup: $(VENV)/.installed $(DETGEMM)
@@ -57,7 +57,12 @@ qemu:
 	@command -v qemu-x86_64 >/dev/null || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends qemu-user >/dev/null; }
 
-test: setup browser qemu
+# ruff's lint and format check (pyproject.toml's [tool.ruff]); `ruff format .` and `ruff check --fix .` mend most.
+lint: setup
+	ruff check .
+	ruff format --check .
+
+test: setup browser qemu lint
 	python -m pytest
 
 # Throughput of both numerics modes against PyTorch, and the pipeline's costs (torch: benchmark only).
