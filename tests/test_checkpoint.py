@@ -90,7 +90,7 @@ def killed_by_sigkill(output: str) -> bool:
     """DVC's report of a stage killed by SIGKILL. Where DVC's shell execs the command (bash), DVC sees the
     signal itself ("-9"); where the shell stays in between (dash, /bin/sh when $SHELL is unset, as in CI),
     the shell reports it as its own exit status 128 + 9."""
-    return re.search(r"failed to run: python -m pipeline\.train mnist, exited with (-9|137)$", output, re.M) is not None
+    return re.search(r"failed to run: python -m pipeline\.stages\.train mnist, exited with (-9|137)$", output, re.M) is not None
 
 
 def outputs(project: ProjectCopy) -> dict[str, bytes]:

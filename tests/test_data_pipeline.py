@@ -6,6 +6,7 @@ import hashlib
 import json
 
 import numpy as np
+import pytest
 
 DATA_STAGES = ("fetch_mnist", "fetch_fable", "prepare", "vocabulary")
 
@@ -14,6 +15,7 @@ def stage_ran(output: str, stage: str) -> bool:
     return f"Running stage '{stage}'" in output
 
 
+@pytest.mark.slow  # full size: every MNIST file fetched and split, the real vocabulary
 def test_data_stages_end_to_end(project):
     first = project.dvc("repro", *DATA_STAGES).stdout
     for stage in DATA_STAGES:

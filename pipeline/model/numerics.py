@@ -13,7 +13,7 @@ params.yaml chooses:
   depends on the CPU's caches; and no graph rewrite to approximate instructions (Grappler's arithmetic
   optimizer would turn RMSprop's ``x / sqrt(y)`` into ``x * rsqrt(y)``, from the CPU's ``rsqrtps``).
   Same bytes on every x86-64 CPU with AVX and FMA. Its cost against ``native`` is a few per cent of
-  samples/s, and both run faster than PyTorch's ``nn.LSTM`` (``make bench``; README, Benchmark): the
+  samples/s, and both run faster than PyTorch's ``nn.LSTM`` (``make bench``; docs/benchmark.md): the
   default because the committed results are then everyone's, any x86-64 machine's ``dvc repro`` writing
   the same bytes.
 - ``native``: TensorFlow's own products and kernels, oneDNN's, which TensorFlow picks for this CPU (AVX2,
