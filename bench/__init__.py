@@ -1,0 +1,10 @@
+"""The benchmark (``python -m bench.benchmark``, ``make bench``) and the serving one (``python -m bench.serving``).
+
+benchmark.py is the entry: its options, the list of phases, the exit status. Each phase's measuring is a
+module of its own: throughput.py (both numerics modes and PyTorch, timed in turns; implementations.py holds
+the measured models, gemm_limit.py the FLOP counts and GEMM rates), profile.py (a training step's and an
+inference batch's operations), fable_ceiling.py (epochs to the fable's ceiling), repro.py (no-op and
+fresh-clone ``dvc repro``). prerequisites.py checks what the phases need before any runs; phases.py runs
+them in turn; report.py writes the table and the results JSON; workers.py runs a measurement in a fresh
+process of its own; modes.py and timing.py hold what several of them share.
+"""

@@ -236,10 +236,11 @@ def clone_project(source: Path, destination: Path, env: dict[str, str]) -> Proje
     """`git clone` of the project at ``source``, with the matrix product's library that the clone's `make setup`
     would build from the same sources: this checkout's build (a build of other sources, e.g. uncommitted
     edits, stops the train stage with one line when it loads)."""
-    from pipeline.model.detgemm import LIBRARY
+    from pipeline.model.detgemm import LIBRARY, PACKAGE
 
     subprocess.run(["git", "clone", "-q", str(source), str(destination)], check=True)
-    shutil.copy2(ROOT / "pipeline" / LIBRARY, destination / "pipeline" / LIBRARY)
+    library = (PACKAGE / LIBRARY).relative_to(ROOT)
+    shutil.copy2(ROOT / library, destination / library)
     return ProjectCopy(root=destination, env=dict(env))
 
 

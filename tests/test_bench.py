@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +16,14 @@ import pytest
 import yaml
 
 import bench.benchmark as benchmark
-from bench.benchmark import (
-    TORCH_MISSING,
-    Phase,
-    clone_environment,
-    lstm_train_flops,
-    missing_prerequisites,
-    mode_params,
-    ratios,
-    run_phases,
-    table,
-    timed_span,
-)
+from bench.gemm_limit import lstm_train_flops
+from bench.modes import TORCH_MISSING, mode_params
+from bench.phases import Phase, failed, run_phases
+from bench.prerequisites import missing_prerequisites, unreachable_data
+from bench.report import ratios, table
+from bench.repro import clone_environment, differing_outputs
+from bench.timing import timed_span
+from bench.workers import FreshProcess, run_once
 from pipeline.config import ParamsError, parse_params
 from pipeline.datasets.splits import save_splits
 
@@ -223,7 +222,7 @@ def test_an_unreachable_host_is_asked_once(prepared):
     raw = yaml.safe_load(prepared.read_text())
     raw["data"]["mnist"]["mirrors"] = [f"{base}/mnist/"]
     raw["data"]["fable"]["url"] = f"{base}/fable/belling_the_cat.txt"
-    unreachable = benchmark.unreachable_data(parse_params(raw), None, timeout=5.0)
+    unreachable = unreachable_data(parse_params(raw), None, timeout=5.0)
     assert len(unreachable) == 5 and all("cannot connect: " in why for why in unreachable.values())
 
 
@@ -281,10 +280,10 @@ def test_each_phase_is_written_before_the_next_runs_and_a_failure_keeps_them(tmp
     assert written["dvc"] == dvc and written["repro"] == repro  # the phase after the failure still ran
     assert written["fable"] == {"error": "RuntimeError: worker fable failed (1):\nTraceback ..."} == results["fable"]
     assert (
-        "\nfable: failed: RuntimeError: worker fable failed (1):\nfull dvc repro from empty: 2 min 50 s (and 13 s to build the matrix product's library first);"
-        in written["table"]
+        "\nfable: failed: RuntimeError: worker fable failed (1):\nfull dvc repro from empty: 2 min 50 s "
+        "(and 13 s to build the matrix product's library first);" in written["table"]
     )
-    assert benchmark.failed(results) == ["fable"]
+    assert failed(results) == ["fable"]
     progress = capsys.readouterr().err.splitlines()
     assert progress[0:2] == ["bench: dvc (no-op) ...", "bench: dvc done in 0 s: 1.4×"]
     assert progress[2:4] == [
@@ -302,10 +301,11 @@ def test_a_failed_phase_ends_the_run_with_status_1_after_writing(prepared, tmp_p
     measured = _results(implementations, [])["throughput"]
     monkeypatch.setattr(benchmark, "throughput", lambda *args: measured)
 
-    def one_shot(kind: str, arguments: list[str]) -> dict:
-        raise RuntimeError(f"benchmark worker {kind} failed (1):\nMemoryError")
+    def profile_that_runs_out_of_memory(params_path: str, batch: int, repeats: int) -> dict:
+        # a real worker process whose measurement raises, as the profile's would
+        return run_once("profile", exec, "raise MemoryError('out of memory')")
 
-    monkeypatch.setattr(benchmark, "one_shot", one_shot)
+    monkeypatch.setattr(benchmark, "measure_profile", profile_that_runs_out_of_memory)
     output = tmp_path / "bench.json"
     with pytest.raises(SystemExit) as exit_status:
         benchmark.main(
@@ -314,21 +314,80 @@ def test_a_failed_phase_ends_the_run_with_status_1_after_writing(prepared, tmp_p
     assert exit_status.value.code == 1
     written = json.loads(output.read_text())
     assert written["throughput"] == measured
-    assert written["profile"] == {"error": "RuntimeError: benchmark worker profile failed (1):\nMemoryError"}
-    assert written["table"].startswith("| implementation |") and "\nprofile: failed: RuntimeError: " in written["table"]
+    failure = "RuntimeError: benchmark worker profile failed: MemoryError: out of memory"
+    error = written["profile"]["error"]  # the worker's error, then its traceback
+    assert error.startswith(f"{failure}\nTraceback (most recent call last):\n")
+    assert error.endswith("\nMemoryError: out of memory") and set(written["profile"]) == {"error"}
+    assert written["table"].startswith("| implementation |") and f"\nprofile: failed: {failure}\n" in written["table"]
     captured = capsys.readouterr()
     assert captured.out == written["table"]
     progress = [line for line in captured.err.splitlines() if not line.startswith("bench: note: ")]
     measured_names = "portable, native" + (", PyTorch" if HAS_TORCH else "")
-    assert progress == [
+    assert progress[:3] == [
         f"bench: throughput ({measured_names}; 3 round(s) each, in turns) ...",
         "bench: throughput done in 0 s: portable 6,000, native 9,000 train samples/s",
         "bench: profile (one training step of batch 256 and one inference batch, portable) ...",
-        "bench: profile failed after 0 s: RuntimeError: benchmark worker profile failed (1):",
-        "MemoryError",
+    ]
+    assert progress[3].startswith("bench: profile failed after ") and progress[3].endswith(f" s: {failure}")
+    assert progress[4:] == [
+        *error.splitlines()[1:],
         f"bench: figures in {output}",
         f"bench: failed: profile (their errors are in {output})",
     ]
+
+
+# --- each measurement in a fresh process: spawned, so nothing the benchmark's process loaded is inherited ---
+
+
+def test_a_worker_is_a_fresh_process_that_answers_every_call(monkeypatch):
+    # As if TensorFlow were loaded here: a forked worker would inherit it and could not pin its numerics.
+    monkeypatch.setitem(sys.modules, "tensorflow", types.ModuleType("tensorflow"))
+    with FreshProcess("pipeline portable") as worker:
+        pid = worker.call(os.getpid)
+        assert pid != os.getpid()
+        assert worker.call(eval, "'tensorflow' in __import__('sys').modules") is False
+        assert worker.call(eval, "'pipeline.datasets.splits' in __import__('sys').modules") is False  # loaded here
+        assert worker.call(os.getpid) == pid  # one process per configuration, warmed once, asked again and again
+
+
+def test_a_failed_worker_is_reported_with_its_error():
+    with FreshProcess("pipeline native") as worker, pytest.raises(RuntimeError) as raised:
+        worker.call(exec, "raise ValueError('no such layer')")
+    message = str(raised.value)
+    assert message.startswith("benchmark worker pipeline native failed: ValueError: no such layer\nTraceback ")
+    assert message.endswith("\nValueError: no such layer")
+    # A worker that dies without answering (killed, out of memory): its last output comes with the error.
+    with pytest.raises(RuntimeError) as raised:
+        run_once("fable", exec, "import os, sys; print('last words', file=sys.stderr, flush=True); os._exit(3)")
+    assert str(raised.value).startswith("benchmark worker fable ended without answering (")
+    assert str(raised.value).endswith("):\nlast words")
+
+
+def test_the_repro_compares_each_output_with_the_committed_lock(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mnist.keras").write_bytes(b"weights")
+    (tmp_path / "data").mkdir()  # a directory output: DVC's md5 of its listing, as the repro's lock records it
+
+    def lock(model_md5: str, data_md5: str) -> dict:
+        return {
+            "schema": "2.0",
+            "stages": {
+                "prepare": {"outs": [{"path": "data", "hash": "md5", "md5": data_md5}]},
+                "train_mnist": {"outs": [{"path": "models/mnist.keras", "hash": "md5", "md5": model_md5}]},
+            },
+        }
+
+    model = hashlib.md5(b"weights").hexdigest()
+    committed = lock(model, "0123.dir")
+    assert differing_outputs(tmp_path, committed, lock(model, "0123.dir")) == []
+    # the file is hashed from its bytes, not taken from the lock the repro wrote
+    assert differing_outputs(tmp_path, lock(hashlib.md5(b"other").hexdigest(), "0123.dir"), committed) == [
+        "train_mnist: models/mnist.keras"
+    ]
+    assert differing_outputs(tmp_path, committed, lock(model, "4567.dir")) == ["prepare: data"]
+    fewer = {"stages": {"prepare": committed["stages"]["prepare"]}}
+    assert differing_outputs(tmp_path, committed, fewer) == ["train_mnist: models/mnist.keras"]
+    assert differing_outputs(tmp_path, fewer, committed) == ["train_mnist: models/mnist.keras"]
 
 
 # torch is the benchmark's own install (make bench), not in requirements.txt: where it is missing (as in CI)
@@ -408,6 +467,8 @@ def test_quick_benchmark_measures_both_modes_and_pytorch(trained_project, tmp_pa
 
 @pytest.mark.slow
 def test_benchmark_without_torch_runs_every_part(trained_copy, tmp_path):
+    # The trained outputs committed: the repro phase's fresh clone, run from empty, must write the same bytes.
+    trained_copy.run("git", "commit", "-qam", "the trained project's dvc.lock")
     hidden = tmp_path / "no_torch" / "torch"  # an import of torch fails, as where it is not installed
     hidden.mkdir(parents=True)
     (hidden / "__init__.py").write_text("raise ImportError('hidden for the test')\n")
@@ -438,7 +499,11 @@ def test_benchmark_without_torch_runs_every_part(trained_copy, tmp_path):
     assert results["dvc"]["pipeline_was_up_to_date"] is True and results["dvc"]["ratio"] > 0
     assert results["fable"]["epochs_allowed"] == 2 and results["fable"]["mode"] == "portable"
     repro = results["repro"]  # a fresh clone of the shrunken project, run from empty
-    assert repro["wall_s"] > 0 and {"train mnist", "train fable"} <= set(repro["peak_rss_mb"])
+    assert {"train mnist", "train fable"} <= set(repro["peak_rss_mb"])
     assert repro["library_build_s"] > 0  # the clone builds pipeline.model.detgemm's library as make setup does
     assert repro["peak_rss_mb"]["train mnist"] > 200  # TensorFlow's process, not the launcher
     assert 0 <= repro["mnist_test_accuracy"] <= 1 and repro["fable_ceiling"] > 0
+    # Every output of the clone's repro is the committed dvc.lock's: files hashed from their bytes.
+    assert repro["outputs_differing_from_committed_dvc_lock"] == []
+    assert repro["outputs_match_committed_dvc_lock"] is True
+    assert "outputs match the committed dvc.lock: True\n" in results["table"]

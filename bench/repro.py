@@ -1,0 +1,210 @@
+"""`dvc repro` timed: a no-op one here against DVC's floor, and a full one in a fresh clone of the last commit.
+
+The full one also checks byte-reproducibility on every benchmark run: each output the clone produces is
+compared with the md5 the committed dvc.lock records for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from bench.timing import timed
+from pipeline.files import file_digest
+from pipeline.stages.fetch import MIRROR_ENV
+
+
+def clone_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """``environ`` for the fresh clone's `dvc repro`: a relative ``$PIPELINE_MIRROR`` made absolute.
+
+    The clone runs in a temporary directory, where ``../shared/mirror`` would name another place.
+    """
+    environment = dict(environ)
+    mirror = environment.get(MIRROR_ENV)
+    if mirror and urllib.parse.urlsplit(mirror).scheme not in ("http", "https", "file"):
+        environment[MIRROR_ENV] = str(Path(mirror).resolve())
+    return environment
+
+
+def dvc_no_op(repeats: int) -> dict:
+    """Wall time of a no-op `dvc repro` here, next to the same in a one-stage DVC project."""
+
+    def no_op_seconds(cwd: Path) -> list[float]:
+        run = lambda: subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=cwd, capture_output=True, check=True)  # noqa: E731
+        run()
+        return [timed(run) for _ in range(repeats)]
+
+    with tempfile.TemporaryDirectory() as scratch:
+        floor = Path(scratch)
+        for command in (
+            ["git", "init", "-q"],
+            [sys.executable, "-m", "dvc", "init", "-q"],
+            [sys.executable, "-m", "dvc", "stage", "add", "-q", "-n", "one", "-o", "out.txt", "echo one > out.txt"],
+        ):
+            subprocess.run(command, cwd=floor, check=True, capture_output=True)
+        floor_seconds = no_op_seconds(floor)
+    up_to_date = subprocess.run([sys.executable, "-m", "dvc", "status"], capture_output=True, text=True)
+    ours_seconds = no_op_seconds(Path.cwd())
+    return {
+        "pipeline_no_op_repro_s": statistics.median(ours_seconds),
+        "dvc_floor_no_op_repro_s": statistics.median(floor_seconds),
+        "ratio": statistics.median(ours_seconds) / statistics.median(floor_seconds),
+        "pipeline_was_up_to_date": "up to date" in up_to_date.stdout,
+    }
+
+
+def full_repro(source: Path) -> dict:
+    """`dvc repro` in a fresh clone of ``source``'s last commit: wall time, peak RSS per stage, results.
+
+    The clone first builds its matrix-product library as its ``make setup`` would (the Makefile's rule,
+    with this interpreter's virtual environment for TensorFlow's headers): timed apart, not in the wall time.
+
+    The peak RSS of each stage is its process's VmHWM, sampled every 50 ms while it runs (the kernel keeps
+    the maximum, so sampling misses at most the growth of a stage's last 50 ms). The outputs are compared
+    with the committed dvc.lock (:func:`differing_outputs`): byte-reproducibility checked on every benchmark
+    run; None for both figures where the commit has no dvc.lock.
+    """
+    import psutil
+
+    with tempfile.TemporaryDirectory() as scratch:
+        clone = Path(scratch) / "clone"
+        subprocess.run(["git", "clone", "-q", str(source), str(clone)], check=True)
+        committed = yaml.safe_load((clone / "dvc.lock").read_text()) if (clone / "dvc.lock").exists() else None
+        (clone / "dvc.lock").unlink(missing_ok=True)  # from empty: nothing is up to date
+        build_seconds = _build_library(clone)
+        peaks: dict[str, float] = {}
+        start = time.perf_counter()
+        dvc = subprocess.Popen(
+            [sys.executable, "-m", "dvc", "repro"],
+            cwd=clone,
+            env=clone_environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        watcher = psutil.Process(dvc.pid)
+        while dvc.poll() is None:
+            for child in _children(watcher):
+                stage = _stage_name(child)
+                peak = _vm_hwm_mb(child.pid) if stage else 0.0
+                if peak:  # 0: the process ended between the two reads
+                    peaks[stage] = max(peaks.get(stage, 0.0), peak)
+            time.sleep(0.05)
+        output = dvc.communicate()[0]
+        seconds = time.perf_counter() - start
+        if dvc.returncode != 0:
+            raise RuntimeError(f"dvc repro in a fresh clone failed:\n{output}")
+        produced = yaml.safe_load((clone / "dvc.lock").read_text())
+        differing = None if committed is None else differing_outputs(clone, committed, produced)
+        metrics = {name: json.loads((clone / "metrics" / f"{name}.json").read_text()) for name in ("mnist", "fable")}
+    return {
+        "wall_s": seconds,
+        "library_build_s": build_seconds,
+        "peak_rss_mb": peaks,
+        "mnist_test_accuracy": metrics["mnist"]["test_accuracy"],
+        "fable_accuracy": metrics["fable"]["accuracy"],
+        "fable_ceiling": metrics["fable"]["ceiling"],
+        "outputs_match_committed_dvc_lock": None if differing is None else not differing,
+        "outputs_differing_from_committed_dvc_lock": differing,
+    }
+
+
+def _build_library(clone: Path) -> float:
+    """Seconds to build ``clone``'s pipeline.model.detgemm library with the Makefile's rule, this venv's TensorFlow."""
+    import pipeline
+    from pipeline.model.detgemm import LIBRARY, PACKAGE
+
+    # The Makefile's target: the library's path from the project root (LIBRARY is relative to its package).
+    target = (PACKAGE / LIBRARY).relative_to(Path(pipeline.__file__).resolve().parent.parent)
+    venv = Path(sys.prefix)
+    start = time.perf_counter()
+    build = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "-C",
+            str(clone),
+            f"VENV={venv}",
+            "-o",
+            f"{venv}/.installed",
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if build.returncode != 0:
+        raise RuntimeError(
+            f"building the matrix product's library in the fresh clone failed:\n{build.stdout}{build.stderr}"
+        )
+    return time.perf_counter() - start
+
+
+def _children(process) -> list:
+    import psutil
+
+    try:
+        return process.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _stage_name(process) -> str | None:
+    """``train mnist`` for ``python -m pipeline.stages.train mnist``."""
+    import psutil
+
+    try:
+        command = process.cmdline()
+    except psutil.Error:
+        return None
+    if "-m" in command and command.index("-m") + 1 < len(command):
+        module = command[command.index("-m") + 1]
+        if module.startswith("pipeline."):
+            stage = module.removeprefix("pipeline.").removeprefix("stages.")
+            return " ".join([stage, *command[command.index("-m") + 2 :]]).strip()
+    return None
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def differing_outputs(clone: Path, committed: dict, produced: dict) -> list[str]:
+    """``stage: path`` of each output of ``clone``'s repro that is not what the ``committed`` dvc.lock records.
+
+    A file's bytes are hashed here (md5, what DVC records for a file); a directory's md5 is DVC's hash of
+    its listing, read from the ``produced`` dvc.lock (the one the repro wrote). An output only one of the
+    two locks names differs too. [] when every output matches.
+    """
+    expected, recorded = _outs(committed), _outs(produced)
+    differing = []
+    for key in sorted(expected.keys() | recorded.keys()):
+        path = clone / key[1]
+        actual = file_digest(path, "md5") if key in recorded and path.is_file() else recorded.get(key)
+        if key not in expected or actual != expected[key]:
+            differing.append(": ".join(key))
+    return differing
+
+
+def _outs(lock: dict) -> dict[tuple[str, str], str | None]:
+    """``{(stage, path): md5}`` of every output a dvc.lock records."""
+    return {
+        (name, out["path"]): out.get("md5")
+        for name, stage in lock.get("stages", {}).items()
+        for out in stage.get("outs", [])
+    }
