@@ -103,13 +103,25 @@ def test_generate_refuses_bad_prompts(trained_project, prompt, message):
     assert result.stderr.strip().splitlines()[-1] == message
 
 
-def test_predict_cli(trained_project, tmp_path):
+def test_predict_cli_reads_a_png_as_the_model_reads_the_test_set(trained_project, tmp_path):
+    """The test image the (shrunken, barely trained) model labels right with the highest probability, as a
+    lossless PNG: the CLI answers its label with the model's own probability (an image read otherwise,
+    inverted or scaled, would not give the same probability)."""
+    from pipeline.model.inference import logits_function, softmax
+    from pipeline.model.saving import load_model
+
     root = trained_project.root
-    digit = np.load(root / "data/prepared/mnist/x_test.npy")[0]
-    Image.fromarray(digit).resize((56, 56)).save(tmp_path / "digit.png")  # resized back to 28x28
+    images, labels = (np.load(root / f"data/prepared/mnist/{name}_test.npy") for name in "xy")
+    probabilities = softmax(logits_function(load_model(root / "models/mnist.keras"))(images))
+    right = probabilities.argmax(axis=1) == labels
+    index = int(np.argmax(np.where(right, probabilities.max(axis=1), 0.0)))
+    top_two = np.sort(probabilities[index])[-2:]
+    assert right[index] and top_two[1] - top_two[0] > 1e-3, "the shrunken model labels no test image clearly"
+    Image.fromarray(images[index]).save(tmp_path / "digit.png")
     result = trained_project.python("-m", "pipeline.predict", str(tmp_path / "digit.png"))
     predicted, probability = result.stdout.split(" (probability ")
-    assert 0 <= int(predicted) <= 9 and 0.0 < float(probability.rstrip(")\n")) <= 1.0
+    assert int(predicted) == labels[index]
+    assert abs(float(probability.rstrip(")\n")) - probabilities[index].max()) < 1e-3
 
 
 def test_predict_refuses_a_non_image(trained_project, tmp_path):
