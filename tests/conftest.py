@@ -186,6 +186,12 @@ class ProjectCopy:
     def python(self, *arguments: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.run(sys.executable, *arguments, check=check)
 
+    def copy_to(self, root: Path, **env_extra: str) -> ProjectCopy:
+        """A private copy at ``root`` (git, DVC cache and MLflow store included) to change; ``env_extra`` added
+        to its commands' environment."""
+        shutil.copytree(self.root, root, symlinks=True)
+        return ProjectCopy(root=root, env={**self.env, **env_extra})
+
 
 def project_environment(mirror: Path) -> dict[str, str]:
     """What a project copy's commands run with: the offline mirror, this venv first on PATH, a git identity.
@@ -270,9 +276,7 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> P
 @pytest.fixture
 def trained_copy(trained_project: ProjectCopy, tmp_path: Path) -> ProjectCopy:
     """A private copy of the trained project (git, DVC cache and MLflow store included) to change."""
-    root = tmp_path / "project"
-    shutil.copytree(trained_project.root, root, symlinks=True)
-    return ProjectCopy(root=root, env=dict(trained_project.env))
+    return trained_project.copy_to(tmp_path / "project")
 
 
 # --- the quick loop: `pytest -m "not slow"` ------------------------------------------------------------

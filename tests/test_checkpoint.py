@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import psutil
@@ -90,7 +88,10 @@ def killed_by_sigkill(output: str) -> bool:
     """DVC's report of a stage killed by SIGKILL. Where DVC's shell execs the command (bash), DVC sees the
     signal itself ("-9"); where the shell stays in between (dash, /bin/sh when $SHELL is unset, as in CI),
     the shell reports it as its own exit status 128 + 9."""
-    return re.search(r"failed to run: python -m pipeline\.stages\.train mnist, exited with (-9|137)$", output, re.M) is not None
+    return (
+        re.search(r"failed to run: python -m pipeline\.stages\.train mnist, exited with (-9|137)$", output, re.M)
+        is not None
+    )
 
 
 def outputs(project: ProjectCopy) -> dict[str, bytes]:
@@ -103,20 +104,12 @@ def outputs(project: ProjectCopy) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def uninterrupted(trained_project: ProjectCopy, tmp_path_factory) -> ProjectCopy:
     """The shrunken project trained for EPOCHS epochs without interruption: the bytes to match."""
-    root = tmp_path_factory.mktemp("uninterrupted") / "project"
-    shutil.copytree(trained_project.root, root, symlinks=True)
-    project = ProjectCopy(root=root, env=dict(trained_project.env))
+    project = trained_project.copy_to(tmp_path_factory.mktemp("uninterrupted") / "project")
     project.edit_params(lambda raw: raw["mnist"].update(epochs=EPOCHS))
     project.run("git", "commit", "-qam", f"{EPOCHS} epochs")
     project.dvc("repro")
-    assert not (root / "checkpoints" / "mnist.npz").exists()  # cleared once the stage succeeded
+    assert not (project.root / "checkpoints" / "mnist.npz").exists()  # cleared once the stage succeeded
     return project
-
-
-def interrupted_copy(uninterrupted: ProjectCopy, tmp_path: Path) -> ProjectCopy:
-    root = tmp_path / "project"
-    shutil.copytree(uninterrupted.root, root, symlinks=True)
-    return ProjectCopy(root=root, env=dict(uninterrupted.env))
 
 
 @pytest.mark.parametrize(
@@ -129,7 +122,7 @@ def interrupted_copy(uninterrupted: ProjectCopy, tmp_path: Path) -> ProjectCopy:
     ],
 )
 def test_kill_9_then_repro_resumes_to_identical_bytes(uninterrupted, tmp_path, point, resumed_after):
-    project = interrupted_copy(uninterrupted, tmp_path)
+    project = uninterrupted.copy_to(tmp_path / "project")
     expected = outputs(uninterrupted)
     runs_before = len(project.runs("mnist"))
 
@@ -172,10 +165,10 @@ def test_kill_9_then_repro_resumes_to_identical_bytes(uninterrupted, tmp_path, p
 def test_kill_9_from_outside_while_dvc_runs_the_stage(trained_project, tmp_path):
     """A real `kill -9` of the training process from another process, at whatever point it has reached."""
     epochs = 25
-    reference = interrupted_copy(trained_project, tmp_path / "reference")
+    reference = trained_project.copy_to(tmp_path / "reference" / "project")
     reference.edit_params(lambda raw: raw["mnist"].update(epochs=epochs))
     reference.dvc("repro", "train_mnist")
-    project = interrupted_copy(trained_project, tmp_path / "killed")
+    project = trained_project.copy_to(tmp_path / "killed" / "project")
     project.edit_params(lambda raw: raw["mnist"].update(epochs=epochs))
 
     dvc = subprocess.Popen(
@@ -208,7 +201,7 @@ def test_kill_9_from_outside_while_dvc_runs_the_stage(trained_project, tmp_path)
 
 
 def test_a_checkpoint_from_other_params_is_discarded_by_the_next_repro(uninterrupted, tmp_path):
-    project = interrupted_copy(uninterrupted, tmp_path)
+    project = uninterrupted.copy_to(tmp_path / "project")
     project.run(
         sys.executable, "-m", "dvc", "repro", "-s", "-f", "train_mnist", check=False, env_extra=kill_at("2:checkpoint")
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import ROOT, ProjectCopy
+from conftest import ROOT
 from mlflow.tracking import MlflowClient
 from test_config import BAD_VALUES
 
@@ -86,9 +86,7 @@ def test_two_trainers_share_one_fresh_mlflow_db(trained_project, tmp_path):
     store.parent.mkdir()
     copies = []
     for name in ("a", "b"):
-        root = tmp_path / name
-        subprocess.run(["cp", "-a", str(trained_project.root), str(root)], check=True)
-        copy = ProjectCopy(root=root, env={**trained_project.env, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"})
+        copy = trained_project.copy_to(tmp_path / name, MLFLOW_TRACKING_URI=f"sqlite:///{store}")
         copy.edit_params(lambda raw: raw["fable"].update(epochs=30))
         copies.append(copy)
     trainers = [
