@@ -244,6 +244,7 @@ def test_a_missing_or_stale_build_is_one_line_saying_make_setup(tmp_path):
 
 def test_an_experiment_in_dvcs_temporary_copy_uses_the_projects_build(tmp_path):
     project, copy = tmp_path / "project", tmp_path / "project" / ".dvc" / "tmp" / "exps" / "tmpabc"
-    (copy / "pipeline").mkdir(parents=True)
-    assert detgemm.library_path(copy / "pipeline") == project / "pipeline" / detgemm.LIBRARY
-    assert detgemm.library_path(project / "pipeline") == project / "pipeline" / detgemm.LIBRARY
+    (copy / "pipeline" / "model").mkdir(parents=True)
+    built = project / "pipeline" / "model" / detgemm.LIBRARY
+    assert detgemm.library_path(copy / "pipeline" / "model") == built
+    assert detgemm.library_path(project / "pipeline" / "model") == built

@@ -91,7 +91,7 @@ def test_logged_model_holds_the_dvc_model_the_package_and_a_signature(trained_pr
     assert (local / "artifacts" / "mnist.keras").read_bytes() == (
         trained_project.root / "models/mnist.keras"
     ).read_bytes()
-    assert (local / "code" / "pipeline" / "serving.py").is_file()  # the code travels with the model
+    assert (local / "code" / "pipeline" / "serving" / "pyfunc.py").is_file()  # the code travels with the model
     assert (
         json.loads((local / "serving_input_example.json").read_text())["inputs"][0][0] == [0] * 28
     )  # the first row of a real test image

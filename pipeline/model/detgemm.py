@@ -38,6 +38,7 @@ LIBRARY = "native/_detgemm.so"  # what `make setup` builds (the Makefile's DETGE
 ISAS = ("auto", "avx512", "avx2", "scalar")  # the op's isa attribute: auto in the pipeline, the others for tests
 # Where DVC runs an experiment in a temporary copy of the project (`dvc exp run --temp`, `--queue`).
 _EXPERIMENT_COPIES = (".dvc", "tmp", "exps")
+IN_PROJECT = PACKAGE.relative_to(PACKAGE.parents[1])  # pipeline/model
 
 
 class NativeLibraryError(PipelineError):
@@ -63,8 +64,8 @@ def library_path(package: Path = PACKAGE) -> Path:
     built, parts, width = package / LIBRARY, package.parts, len(_EXPERIMENT_COPIES)
     if not built.exists():
         for index in range(len(parts) - width):
-            if parts[index : index + width] == _EXPERIMENT_COPIES:  # <project>/.dvc/tmp/exps/…/pipeline
-                return Path(*parts[:index]) / package.name / LIBRARY
+            if parts[index : index + width] == _EXPERIMENT_COPIES:  # <project>/.dvc/tmp/exps/…/pipeline/model
+                return Path(*parts[:index]) / IN_PROJECT / LIBRARY
     return built
 
 

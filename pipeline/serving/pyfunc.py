@@ -33,7 +33,8 @@ import pandas as pd
 
 from pipeline.errors import PipelineError
 
-PACKAGE_DIRECTORY = Path(__file__).resolve().parent
+# The whole package travels with the model (code_paths): its classes import pipeline.model and pipeline.datasets.
+PACKAGE_DIRECTORY = Path(__file__).resolve().parents[1]
 
 
 class ServingError(PipelineError):
