@@ -62,8 +62,9 @@ lint: setup
 	ruff check .
 	ruff format --check .
 
+# Two workers (pytest-xdist); tests that share a module's server stay on one (xdist_group).
 test: setup browser qemu lint
-	python -m pytest
+	python -m pytest -n 2 --dist loadgroup
 
 # Throughput of both numerics modes against PyTorch, and the pipeline's costs (torch: benchmark only).
 # BENCH_ARGS: its options, e.g. make bench BENCH_ARGS="--skip repro" offline without PIPELINE_MIRROR.

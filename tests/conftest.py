@@ -282,7 +282,7 @@ def trained_copy(trained_project: ProjectCopy, tmp_path: Path) -> ProjectCopy:
 # --- the quick loop: `pytest -m "not slow"` ------------------------------------------------------------
 
 # Fixtures that run real DVC stages (a trained project takes a minute to build): a test using one is slow.
-SLOW_FIXTURES = frozenset({"trained_project", "trained_copy", "uninterrupted", "data_project"})
+SLOW_FIXTURES = frozenset({"trained_project", "trained_copy"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

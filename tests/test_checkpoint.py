@@ -81,7 +81,7 @@ def test_the_fingerprint_follows_content_not_location(tmp_path):
 
 # --- kill -9 during `dvc repro`, then `dvc repro` again -------------------------------------------------
 
-EPOCHS = 3  # shrunken MNIST: 300 images, batch 64 -> 5 batches per epoch
+EPOCHS = 2  # the shrunken trained project's (conftest.shrink): 300 images, batch 64 -> 5 batches per epoch
 
 
 def killed_by_sigkill(output: str) -> bool:
@@ -101,29 +101,19 @@ def outputs(project: ProjectCopy) -> dict[str, bytes]:
     }
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(trained_project: ProjectCopy, tmp_path_factory) -> ProjectCopy:
-    """The shrunken project trained for EPOCHS epochs without interruption: the bytes to match."""
-    project = trained_project.copy_to(tmp_path_factory.mktemp("uninterrupted") / "project")
-    project.edit_params(lambda raw: raw["mnist"].update(epochs=EPOCHS))
-    project.run("git", "commit", "-qam", f"{EPOCHS} epochs")
-    project.dvc("repro")
-    assert not (project.root / "checkpoints" / "mnist.npz").exists()  # cleared once the stage succeeded
-    return project
-
-
 @pytest.mark.parametrize(
     ("point", "resumed_after"),
     [
         ("1:2", None),  # early: mid-way through the first epoch, before any checkpoint
-        ("2:3", 1),  # mid-epoch: batch 3 of 5 of epoch 2
-        ("2:checkpoint", 2),  # just after epoch 2's checkpoint was written
-        (f"{EPOCHS}:checkpoint", EPOCHS),  # after the last epoch, before the model was saved
+        ("2:3", 1),  # mid-epoch: batch 3 of 5 of epoch 2, after epoch 1's checkpoint
+        (f"{EPOCHS}:checkpoint", EPOCHS),  # after the last epoch's checkpoint, before the model was saved
     ],
 )
-def test_kill_9_then_repro_resumes_to_identical_bytes(uninterrupted, tmp_path, point, resumed_after):
-    project = uninterrupted.copy_to(tmp_path / "project")
-    expected = outputs(uninterrupted)
+def test_kill_9_then_repro_resumes_to_identical_bytes(trained_project, tmp_path, point, resumed_after):
+    """Killed at ``point``, then `dvc repro` again: the bytes of the trained project, never interrupted."""
+    assert trained_project.params()["mnist"]["epochs"] == EPOCHS
+    project = trained_project.copy_to(tmp_path / "project")
+    expected = outputs(trained_project)
     runs_before = len(project.runs("mnist"))
 
     killed = project.run(
@@ -200,8 +190,8 @@ def test_kill_9_from_outside_while_dvc_runs_the_stage(trained_project, tmp_path)
         assert (project.root / name).read_bytes() == (reference.root / name).read_bytes(), name
 
 
-def test_a_checkpoint_from_other_params_is_discarded_by_the_next_repro(uninterrupted, tmp_path):
-    project = uninterrupted.copy_to(tmp_path / "project")
+def test_a_checkpoint_from_other_params_is_discarded_by_the_next_repro(trained_project, tmp_path):
+    project = trained_project.copy_to(tmp_path / "project")
     project.run(
         sys.executable, "-m", "dvc", "repro", "-s", "-f", "train_mnist", check=False, env_extra=kill_at("2:checkpoint")
     )

@@ -62,25 +62,6 @@ def test_dvc_sees_metrics_and_plots(trained_project):
     assert len(confusion) == 200 and {"actual", "predicted"} <= confusion[0].keys()
 
 
-def test_forced_rerun_gives_identical_bytes(trained_copy):
-    trained_project = trained_copy
-    lock_before = (trained_project.root / "dvc.lock").read_bytes()
-    tracked = [
-        "models/mnist.keras",
-        "models/fable.keras",
-        "metrics/mnist.json",
-        "metrics/fable.json",
-        "metrics/mnist_history.csv",
-        "metrics/fable_history.csv",
-        "metrics/mnist_confusion.csv",
-        "metrics/fable_story.txt",
-    ]
-    before = sha256s(trained_project, tracked)
-    trained_project.dvc("repro", "-f", "train_mnist", "train_fable", "evaluate_mnist", "evaluate_fable")
-    assert sha256s(trained_project, tracked) == before
-    assert (trained_project.root / "dvc.lock").read_bytes() == lock_before
-
-
 def test_generate_cli(trained_project):
     result = trained_project.python("-m", "pipeline.generate", "had a general", "--words", "5")
     words = result.stdout.split()
