@@ -12,10 +12,12 @@ from pathlib import Path
 
 import mlflow
 import mlflow.pyfunc
-from conftest import chromium_page, free_port, stack_directory, wait_until_up
+from browser import as_the_ui_shows, page_text, value_beside
+from conftest import free_port, stack_directory, wait_until_up
 from mlflow.tracking import MlflowClient
 
-from pipeline.team import stack as team
+from pipeline.team import control
+from pipeline.team.stack import DATABASE_USER, load_or_create
 
 
 @contextlib.contextmanager
@@ -55,16 +57,16 @@ def mlflow_server(backend: str, artifacts: Path) -> Iterator[str]:
 
 @contextlib.contextmanager
 def postgres() -> Iterator[str]:
-    """A throw-away PostgreSQL on 127.0.0.1: the team stack's (pipeline.team.stack) on its own."""
-    stack = team.load_or_create(stack_directory())
+    """A throw-away PostgreSQL on 127.0.0.1: the team stack's (pipeline.team.postgres) on its own."""
+    stack = load_or_create(stack_directory())
     try:
-        team.start(stack, "postgres")
+        control.start(stack, "postgres")
         yield (
-            f"postgresql://{team.DATABASE_USER}:{stack.secrets['database_password']}@127.0.0.1:"
+            f"postgresql://{DATABASE_USER}:{stack.secrets['database_password']}@127.0.0.1:"
             f"{stack.ports['postgres']}/mlflow"
         )
     finally:
-        team.stop(stack, "postgres")
+        control.stop(stack, "postgres")
         shutil.rmtree(stack.directory, ignore_errors=True)
 
 
@@ -86,16 +88,18 @@ def test_pipeline_logs_to_an_mlflow_server_on_postgresql(trained_copy, tmp_path)
 
 def test_mlflow_ui_shows_runs_and_test_accuracy_in_a_browser(trained_project, tmp_path):
     (run,) = trained_project.runs("mnist")
-    experiment = mlflow.get_experiment_by_name("mnist")
     backend = f"sqlite:///{trained_project.root}/mlflow.db"
+    stored = MlflowClient(backend).get_run(run.info.run_id)  # what the store holds, not what the page may say
+    (training,) = [item.dataset for item in stored.inputs.dataset_inputs if item.dataset.name == "mnist-train"]
     with mlflow_server(backend, trained_project.root / "mlruns") as url:
-        page = chromium_page(
-            f"{url}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}", tmp_path / "run.png"
+        page = page_text(
+            f"{url}/#/experiments/{stored.info.experiment_id}/runs/{run.info.run_id}",
+            tmp_path / "run.png",
+            until="test_accuracy",
         )
-    assert run.info.run_name in page, page[-2000:]
-    assert "test_accuracy" in page
-    assert f"{run.data.metrics['test_accuracy']}"[:4] in page
-    assert "mnist-train" in page  # its datasets (the Dataset column of the runs table)
+    assert stored.info.run_name in page, page[-2000:]
+    assert value_beside(page, "test_accuracy") == as_the_ui_shows(stored.data.metrics["test_accuracy"]), page[-3000:]
+    assert f"{training.name} ({training.digest})" in page  # its training dataset
     assert (tmp_path / "run.png").stat().st_size > 10_000
     keep = os.environ.get("PIPELINE_UI_SCREENSHOT")  # set it to look at the page yourself
     if keep:
@@ -103,18 +107,28 @@ def test_mlflow_ui_shows_runs_and_test_accuracy_in_a_browser(trained_project, tm
 
 
 def test_registry_pages_show_versions_aliases_and_metrics_in_a_browser(trained_project, tmp_path):
-    """The Models page lists both registered models; a version's page shows its alias, tags and run."""
+    """The Models page lists both registered models at their latest versions; a version's page shows its
+    alias, its source run and its tags."""
     trained_project.runs("mnist")  # points MLflow at the project's store
-    version = MlflowClient().get_model_version_by_alias("mnist", "champion")
+    client = MlflowClient()
+    latest = {
+        name: max(int(version.version) for version in client.search_model_versions(f"name = '{name}'"))
+        for name in ("mnist", "fable")
+    }
+    version = client.get_model_version_by_alias("mnist", "champion")
+    source_run = client.get_run(version.run_id).info.run_name
     backend = f"sqlite:///{trained_project.root}/mlflow.db"
     with mlflow_server(backend, trained_project.root / "mlruns") as url:
-        models = chromium_page(f"{url}/#/models", tmp_path / "models.png")
-        page = chromium_page(f"{url}/#/models/mnist/versions/{version.version}", tmp_path / "version.png")
-    assert "mnist" in models and "fable" in models, models[-2000:]
-    assert "champion" in page, page[-2000:]
+        models = page_text(f"{url}/#/models", tmp_path / "models.png", until="mnist")
+        page = page_text(
+            f"{url}/#/models/mnist/versions/{version.version}", tmp_path / "version.png", until="params_sha256"
+        )
+    for name, number in latest.items():
+        assert value_beside(models, name) == f"Version {number}", models[-2000:]
+    assert value_beside(page, "Aliases") == "@ champion", page[-2000:]
+    assert value_beside(page, "Source Run") == source_run
     for tag in ("test_accuracy", "git_commit", "params_sha256"):
-        assert tag in page
-    assert version.tags["test_accuracy"][:4] in page
+        assert value_beside(page, tag) == version.tags[tag], tag
     assert all((tmp_path / name).stat().st_size > 10_000 for name in ("models.png", "version.png"))
     keep = os.environ.get("PIPELINE_UI_SCREENSHOT")
     if keep:

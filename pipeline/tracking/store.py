@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -88,7 +89,11 @@ def require_server(uri: str | None = None, timeout: float = 5.0, environ: Mappin
     try:
         requests.get(f"{base}/health", timeout=timeout)
     except requests.RequestException as error:
-        raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: no MLflow server answers ({error})") from None
+        # The operating system's reason ("[Errno 111] Connection refused"), not the layers of requests around it.
+        reason = re.search(r"\[Errno [^\]]+\] [^'\")]+", str(error))
+        raise TrackingError(
+            f"MLFLOW_TRACKING_URI={uri}: no MLflow server answers ({reason[0] if reason else type(error).__name__})"
+        ) from None
     user, password = environ.get("MLFLOW_TRACKING_USERNAME"), environ.get("MLFLOW_TRACKING_PASSWORD", "")
     try:
         answer = requests.get(
