@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 # The test seam for kill -9 at an exact point of training (tests/faults/sitecustomize.py).
@@ -144,6 +145,8 @@ def http_server() -> Iterator[LoopbackServer]:
 class ProjectCopy:
     root: Path
     env: dict[str, str]
+    # Where its MLflow store was made: the experiments keep their artifacts there, also in a copy of the store.
+    store_made_in: Path | None = None
 
     def params(self) -> dict:
         return yaml.safe_load((self.root / "params.yaml").read_text())
@@ -190,7 +193,7 @@ class ProjectCopy:
         """A private copy at ``root`` (git, DVC cache and MLflow store included) to change; ``env_extra`` added
         to its commands' environment."""
         shutil.copytree(self.root, root, symlinks=True)
-        return ProjectCopy(root=root, env={**self.env, **env_extra})
+        return ProjectCopy(root=root, env={**self.env, **env_extra}, store_made_in=self.store_made_in or self.root)
 
 
 def project_environment(mirror: Path) -> dict[str, str]:
@@ -263,14 +266,32 @@ def shrink(raw: dict) -> dict:
     return raw
 
 
-@pytest.fixture(scope="session")
-def trained_project(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> ProjectCopy:
-    """A project copy on shrunken params after one full `dvc repro`. Shared: tests only read it."""
-    project = make_project_copy(tmp_path_factory.mktemp("trained") / "project", mirror)
+def train_shrunken(root: Path, mirror: Path) -> ProjectCopy:
+    project = make_project_copy(root, mirror)
     project.edit_params(shrink)
     project.run("git", "commit", "-qam", "shrunken params")
     project.dvc("repro")
     return project
+
+
+@pytest.fixture(scope="session")
+def trained_project(tmp_path_factory: pytest.TempPathFactory, mirror: Path, worker_id: str) -> ProjectCopy:
+    """A project copy on shrunken params after one full `dvc repro`. Shared: tests only read it.
+
+    Trained once per test session: under make test's workers (pytest-xdist), the first that needs it trains
+    it in their common temporary directory, under a lock, and each worker reads a copy of its own (two DVC
+    commands in one repository at once would wait for each other's lock)."""
+    if worker_id == "master":  # no workers
+        return train_shrunken(tmp_path_factory.mktemp("trained") / "project", mirror)
+    shared = tmp_path_factory.getbasetemp().parent / "trained"
+    with FileLock(f"{shared}.lock"):
+        if not (shared / "done").exists():
+            shutil.rmtree(shared, ignore_errors=True)  # what a failed attempt left
+            train_shrunken(shared / "project", mirror)
+            (shared / "done").touch()
+    return ProjectCopy(shared / "project", project_environment(mirror)).copy_to(
+        tmp_path_factory.mktemp("trained") / "project"
+    )
 
 
 @pytest.fixture

@@ -134,10 +134,10 @@ def test_portable_runs_no_onednn_kernel_and_native_does(trained_copy):
 
 
 @pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="qemu-user is not installed (make test installs it)")
-@pytest.mark.parametrize(("cpu", "model"), [("Haswell", "mnist"), ("EPYC", "fable")])
-def test_models_are_byte_identical_on_other_cpus_emulated_by_qemu(trained_project, trained_copy, cpu, model):
-    """Intel Haswell (AVX2, no AVX-512, 32 KB L1) and AMD EPYC (32 KB L1), emulated: other instruction sets,
-    other vendors, other cache sizes than most hosts; the same model bytes. One model each: TensorFlow takes
-    over a minute to import under emulation, and both models run the same ops (detgemm's product and cell)."""
-    trained = train(trained_copy, models=(model,), prefix=("qemu-x86_64", "-cpu", cpu))
-    assert trained == model_md5s(trained_project, (model,))
+def test_the_model_is_byte_identical_on_another_cpu_emulated_by_qemu(trained_project, trained_copy):
+    """An Intel Haswell (AVX2, no AVX-512, 32 KB L1 data cache), emulated: the op's cpuid dispatch picks its AVX2
+    path and TensorFlow's other kernels run on another CPU; the same model bytes. The MNIST model (batch
+    slices, Adam) only: TensorFlow alone takes 77 s to import under emulation, and the fable model runs the same
+    two ops, whose AVX2 and scalar paths tests/test_detgemm.py holds to the AVX-512 bits on the host."""
+    trained = train(trained_copy, models=("mnist",), prefix=("qemu-x86_64", "-cpu", "Haswell"))
+    assert trained == model_md5s(trained_project, ("mnist",))
