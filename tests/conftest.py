@@ -306,10 +306,23 @@ def trained_copy(trained_project: ProjectCopy, tmp_path: Path) -> ProjectCopy:
 SLOW_FIXTURES = frozenset({"trained_project", "trained_copy"})
 
 
+def minutes(item: pytest.Item) -> float:
+    """How long a test runs, about: its ``minutes`` mark, else half a minute for a slow one, else none."""
+    marker = item.get_closest_marker("minutes")
+    if marker is not None:
+        return float(marker.args[0])
+    return 0.5 if item.get_closest_marker("slow") else 0.0
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow marks for the fixtures above; then the longest tests first. pytest-xdist hands tests to make test's
+    workers in this order, so a multi-minute test never starts last while the other worker idles, and the short
+    ones fill the end. The sort is stable: pytest-randomly's shuffle (which runs before this hook) still decides
+    the order among tests of one length."""
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    items.sort(key=minutes, reverse=True)
 
 
 # --- servers the tests start on 127.0.0.1 ------------------------------------------------------------

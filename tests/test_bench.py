@@ -27,6 +27,8 @@ from bench.workers import FreshProcess, run_once
 from pipeline.config import ParamsError, parse_params
 from pipeline.datasets.splits import save_splits
 
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
 
 def test_flops_of_the_seed_model():
     # 28 steps x 2 x (28 + 128) x 512 + 2 x 128 x 10 multiply-adds forward, x3 with the backward pass
@@ -392,19 +394,18 @@ def test_the_repro_compares_each_output_with_the_committed_lock(tmp_path):
 
 # torch is the benchmark's own install (make bench), not in requirements.txt: where it is missing (as in CI)
 # the same run measures both modes and says PyTorch was not measured.
-HAS_TORCH = importlib.util.find_spec("torch") is not None
-
-
-@pytest.mark.slow
-def test_quick_benchmark_measures_both_modes_and_pytorch(trained_project, tmp_path):
-    output = tmp_path / "bench.json"
-    done = trained_project.python(
+@pytest.mark.minutes(3)
+def test_benchmark_runs_every_part_on_the_trained_project(trained_copy, tmp_path):
+    """One real run of every phase on the shrunken trained project, both modes, torch made unimportable."""
+    # The trained outputs committed: the repro phase's fresh clone, run from empty, must write the same bytes.
+    trained_copy.run("git", "commit", "-qam", "the trained project's dvc.lock")
+    hidden = tmp_path / "no_torch" / "torch"  # an import of torch fails, as where it is not installed
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('hidden for the test')\n")
+    done = trained_copy.run(
+        sys.executable,
         "-m",
         "bench.benchmark",
-        "--skip",
-        "dvc",
-        "fable",
-        "repro",
         "--repeats",
         "1",
         "--train-batches",
@@ -412,38 +413,33 @@ def test_quick_benchmark_measures_both_modes_and_pytorch(trained_project, tmp_pa
         "--eval-samples",
         "200",
         "--output",
-        str(output),
+        "bench.json",
+        env_extra={"PYTHONPATH": str(hidden.parent)},
     )
-    results = json.loads(output.read_text())
+    results = json.loads((trained_copy.root / "bench.json").read_text())
     progress = [line for line in done.stderr.splitlines() if line.startswith("bench: ")]  # each phase as it runs
-    assert [line.split(" (")[0].split(" done in ")[0] for line in progress if not line.startswith("bench: note")] == [
-        "bench: throughput",
-        "bench: throughput",
-        "bench: profile",
-        "bench: profile",
-        f"bench: figures in {output}",
-    ]
-    assert " train samples/s" in progress[-4] and " ms, inference batch " in progress[-2]
+    phases = [line.split(" (")[0].split(" done in ")[0] for line in progress if not line.startswith("bench: note")]
+    assert phases == [
+        f"bench: {phase}" for phase in ("throughput", "profile", "dvc", "fable", "repro") for _ in "12"
+    ] + ["bench: figures in bench.json"]
     t = results["throughput"]
     # The shrunken project: 300 training images in batches of 64 -> 5 steps an epoch, all in one execution;
     # the first execution is not timed, then 3 batches asked for -> one whole execution of 5.
     assert t["steps_per_execution"] == 5 and t["timed_batches_per_round"] == 5
-    names = ["pipeline portable", "pipeline native"] + (["PyTorch"] if HAS_TORCH else [])
+    names = ["pipeline portable", "pipeline native"]
     assert set(t["implementations"]) == set(names)  # the JSON's keys are sorted; the table keeps this order
-    rows = [line.split(" |")[0].removeprefix("| ") for line in results["table"].splitlines()[2 : 2 + len(names)]]
+    rows = [line.split(" |")[0].removeprefix("| ") for line in results["table"].splitlines()[2:4]]
     assert rows == names
-    for name in names:
+    for name in names:  # each mode pinned in its own process, with params.yaml's slices and threads
         item = t["implementations"][name]
         assert item["train_samples_per_s"] > 0 and item["eval_samples_per_s"] > 0
         assert item["train_samples_per_round"] == 5 * 64 and item["eval_samples_per_round"] == 200
-    for name in names[:2]:  # each mode pinned in its own process, with params.yaml's slices and threads
-        setup = t["implementations"][name]["setup"]
-        assert setup["intra_op_threads"] == 1 and setup["inter_op_threads"] == 2 + 1
-    torch_ratios = {"portable / PyTorch", "native / PyTorch"} if HAS_TORCH else set()
-    assert set(t["ratios"]) == {"portable / native"} | torch_ratios
-    assert {"tensorflow portable", "tensorflow native", "numpy"} | ({"torch"} if HAS_TORCH else set()) == set(
-        t["gemm_gflops"]
-    )
+        assert item["setup"]["intra_op_threads"] == 1 and item["setup"]["inter_op_threads"] == 2 + 1
+        assert item["train_fraction_of_gemm_limit"] > 0
+    assert set(t["ratios"]) == {"portable / native"}
+    assert set(t["gemm_gflops"]) == {"tensorflow portable", "tensorflow native", "numpy"}
+    assert "hidden for the test" in t["torch"] and "/ PyTorch" not in results["table"]
+    assert TORCH_MISSING not in results["table"]  # torch is there; its import failed, and the note says so
     assert results["profile"]["mode"] == "portable"
     for part in ("train", "inference"):  # where the time goes: matrix products vs everything else
         profile = results["profile"][part]
@@ -451,51 +447,16 @@ def test_quick_benchmark_measures_both_modes_and_pytorch(trained_project, tmp_pa
         assert (
             profile["step_ms"] > 0 and profile["matmuls"] > 0 and profile["top_ops"]["DetMatMul"] == profile["matmuls"]
         )
-    assert not {"dvc", "fable", "repro"} & set(results)
-    text = results["table"]
     for line in (
         "| pipeline portable |",
         "| pipeline native |",
         "portable costs: train ",
         "one inference batch (100, portable)",
     ):
-        assert line in text
-    torch_lines = ("| PyTorch |", "portable / PyTorch: train ", "native / PyTorch: train ")
-    assert all((line in text) == HAS_TORCH for line in torch_lines)
-    assert (TORCH_MISSING in text) != HAS_TORCH
-
-
-@pytest.mark.slow
-def test_benchmark_without_torch_runs_every_part(trained_copy, tmp_path):
-    # The trained outputs committed: the repro phase's fresh clone, run from empty, must write the same bytes.
-    trained_copy.run("git", "commit", "-qam", "the trained project's dvc.lock")
-    hidden = tmp_path / "no_torch" / "torch"  # an import of torch fails, as where it is not installed
-    hidden.mkdir(parents=True)
-    (hidden / "__init__.py").write_text("raise ImportError('hidden for the test')\n")
-    trained_copy.run(
-        sys.executable,
-        "-m",
-        "bench.benchmark",
-        "--modes",
-        "portable",
-        "--repeats",
-        "1",
-        "--train-batches",
-        "2",
-        "--eval-samples",
-        "256",
-        "--output",
-        "bench.json",
-        env_extra={"PYTHONPATH": str(hidden.parent)},
-    )
-    results = json.loads((trained_copy.root / "bench.json").read_text())
-    t = results["throughput"]
-    assert set(t["implementations"]) == {"pipeline portable"} and t["ratios"] == {}
+        assert line in results["table"]
     # The fable trained through the train stage's own loop, its history and checkpoint in a scratch directory
     assert "up to date" in trained_copy.dvc("status").stdout
     assert not (trained_copy.root / "checkpoints" / "fable.npz").exists()
-    assert "hidden for the test" in t["torch"] and "/ PyTorch" not in results["table"]
-    assert t["implementations"]["pipeline portable"]["train_fraction_of_gemm_limit"] > 0
     assert results["dvc"]["pipeline_was_up_to_date"] is True and results["dvc"]["ratio"] > 0
     assert results["fable"]["epochs_allowed"] == 2 and results["fable"]["mode"] == "portable"
     repro = results["repro"]  # a fresh clone of the shrunken project, run from empty

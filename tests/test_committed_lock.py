@@ -15,6 +15,7 @@ def outs(lock: dict) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.minutes(5)
 def test_a_fresh_clone_reproduces_the_committed_lock(tmp_path, mirror):
     """`git clone` + `dvc repro --force` on the default params (numerics portable), from empty: every output hash
     equals the committed one and `git status` stays clean (dvc.lock and metrics/ unchanged)."""

@@ -14,6 +14,7 @@ def commit_all(project, message: str) -> None:
     project.run("git", "commit", "-qm", message)
 
 
+@pytest.mark.minutes(1.1)
 def test_dvc_exp_run_lands_a_named_run(trained_copy):
     commit_all(trained_copy, "trained")
     # --temp: in a copy under .dvc/tmp/exps, tracked (and registered) in the project's own store all the same.
@@ -34,6 +35,7 @@ def test_dvc_exp_run_lands_a_named_run(trained_copy):
     assert "units-8" in shown
 
 
+@pytest.mark.minutes(1.8)
 def test_queued_experiments_run_in_parallel_into_one_store(trained_copy):
     commit_all(trained_copy, "trained")
     before = len(trained_copy.runs("fable"))

@@ -40,6 +40,7 @@ FOX_ZH = (
 
 
 @pytest.mark.slow
+@pytest.mark.minutes(1.4)
 @pytest.mark.parametrize(("text", "tokens"), [(FOX, "word"), (FOX_ZH, "char")])
 def test_another_story_needs_only_its_url_and_sha256(project, text, tokens):
     story_file = project.root / "story.txt"

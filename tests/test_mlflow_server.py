@@ -12,6 +12,7 @@ from pathlib import Path
 
 import mlflow
 import mlflow.pyfunc
+import pytest
 from browser import as_the_ui_shows, page_text, value_beside
 from conftest import free_port, stack_directory, wait_until_up
 from mlflow.tracking import MlflowClient
@@ -70,6 +71,7 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(stack.directory, ignore_errors=True)
 
 
+@pytest.mark.minutes(1.3)
 def test_pipeline_logs_to_an_mlflow_server_on_postgresql(trained_copy, tmp_path):
     with postgres() as database, mlflow_server(database, tmp_path / "artifacts") as url:
         trained_copy.env["MLFLOW_TRACKING_URI"] = url

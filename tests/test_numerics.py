@@ -133,6 +133,7 @@ def test_portable_runs_no_onednn_kernel_and_native_does(trained_copy):
     assert ",exec,cpu," in native.stdout + native.stderr
 
 
+@pytest.mark.minutes(2)
 @pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="qemu-user is not installed (make test installs it)")
 def test_the_model_is_byte_identical_on_another_cpu_emulated_by_qemu(trained_project, trained_copy):
     """An Intel Haswell (AVX2, no AVX-512, 32 KB L1 data cache), emulated: the op's cpuid dispatch picks its AVX2
