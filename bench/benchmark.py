@@ -12,8 +12,10 @@ slices and threads per slice), and PyTorch (``nn.LSTM`` + ``nn.Linear``, Adam, f
 batches). This process imports no TensorFlow: it starts the workers, lets each warm up (graphs traced,
 caches filled), then asks them for one timed round each in turn, ``--repeats`` times, so that drift of a
 noisy machine hits all of them; medians are reported, with the ratios of each mode to PyTorch and of
-portable to native (bench.throughput). Also: the float32 GEMM rate at the LSTM's shapes in each library
-and mode (the ceiling the step's matrix products can reach: bench.gemm_limit); where one training step and
+portable to native (bench.throughput), and each one's share of the machine's float32 peak, measured in the
+same run by the fastest large square product of any library on all cores (bench.peak, which also counts
+the FLOP of a sample from the model's shapes). Also: the float32 GEMM rate at the LSTM's shapes in each
+library and mode (bench.gemm_limit); where one training step and
 one inference batch spend their time (bench.profile), a no-op ``dvc repro`` next to DVC's floor (a
 one-stage project) and the time the fable model takes to reach its accuracy ceiling (bench.fable_ceiling),
 those in params.yaml's numerics mode; and a full ``dvc repro`` in a fresh clone of the last commit: wall
@@ -46,6 +48,7 @@ from pathlib import Path
 
 from bench.fable_ceiling import measure_fable_ceiling
 from bench.modes import MODES, TORCH, TORCH_MISSING
+from bench.peak import PEAK_SIZE
 from bench.phases import Phase, failed, run_phases, say
 from bench.prerequisites import missing_prerequisites
 from bench.profile import measure_profile
@@ -65,7 +68,9 @@ def phases(args: argparse.Namespace, params: Params, modes: Sequence[str], batch
         Phase(
             "throughput",
             f"{', '.join(measured)}; {args.repeats} round(s) each, in turns",
-            lambda: throughput(args.params, params, modes, batch, args.train_batches, args.eval_samples, args.repeats),
+            lambda: throughput(
+                args.params, params, modes, batch, args.train_batches, args.eval_samples, args.repeats, args.peak_size
+            ),
             lambda t: (
                 ", ".join(
                     f"{name.removeprefix('pipeline ')} {item['train_samples_per_s']:,.0f}"
@@ -143,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="timed batches per training round, at least (rounded up to whole executions)",
     )
     parser.add_argument("--eval-samples", type=_positive, default=10_000)
+    parser.add_argument(
+        "--peak-size", type=_positive, default=PEAK_SIZE, help="side of the square product that measures the peak"
+    )
     parser.add_argument("--batch", type=_positive, help="training batch (default: mnist.batch_size of params.yaml)")
     parser.add_argument(
         "--modes",

@@ -1,4 +1,5 @@
-"""The GEMM limit of a training step: the FLOP of one sample, and the float32 GEMM rate at the LSTM's shapes.
+"""The float32 GEMM rate at the LSTM step's shapes, for reference beside the machine's peak (bench.peak): what
+the step's products reach in each library when nothing else takes time.
 
 The rate is measured in whichever library and numerics mode the calling process runs: the throughput
 workers ask for it after their rounds (TensorFlow in each mode, PyTorch), the benchmark's own process for
@@ -11,12 +12,6 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-
-
-def lstm_train_flops(steps: int, features: int, units: int, classes: int) -> float:
-    """Multiply-adds ×2 of one sample's forward pass, ×3 for forward + backward."""
-    forward = steps * 2 * (features + units) * 4 * units + 2 * units * classes
-    return 3.0 * forward
 
 
 def gemm_operands(batch: int, inner: int, outer: int, count: int = 64) -> tuple[np.ndarray, np.ndarray, float]:

@@ -42,15 +42,73 @@ def table(results: dict) -> str:
         if key in results:
             item = results[key]
             lines.extend([f"{key}: failed: {item['error'].splitlines()[0]}"] if "error" in item else section(item))
+    lines.extend(target_lines(results))
     return "\n".join(lines) + "\n"
 
 
+# The targets for the portable numerics (docs/benchmark.md): each a name, a limit, whether higher is better, a unit.
+Target = tuple[str, float, float, bool, str]
+
+
+def targets(results: dict) -> list[Target]:
+    """Each target whose figure this run measured: its name, the figure, the limit, higher-is-better, its unit."""
+    found: list[Target] = []
+    t = _measured(results, "throughput")
+    if t:
+        if f"portable / {TORCH}" in t["ratios"]:
+            r = t["ratios"][f"portable / {TORCH}"]
+            found += [(f"portable {part} speed / {TORCH}'s", r[part], 2.0, True, "×") for part in ("train", "eval")]
+        if "portable / native" in t["ratios"]:
+            r = t["ratios"]["portable / native"]
+            found += [(f"portable {part} time / native's", 1 / r[part], 1.05, False, "×") for part in ("train", "eval")]
+        portable = t["implementations"].get(implementation_name("portable"))
+        if portable:
+            found.append(("portable training, share of the peak", portable["train_share_of_peak"], 0.70, True, "%"))
+    p = _measured(results, "profile")
+    if p:
+        other = 1 - p["train"]["matmul_ms"] / p["train"]["step_ms"]
+        found.append(("operations other than products, share of a training step", other, 0.15, False, "%"))
+    d = _measured(results, "dvc")
+    if d:
+        found.append(("no-op dvc repro / DVC's floor", d["ratio"], 1.2, False, "×"))
+    r = _measured(results, "repro")
+    if r:
+        found.append(
+            ("dvc repro from empty with the library build", r["wall_s"] + r["library_build_s"], 90, False, "s")
+        )
+    return found
+
+
+def target_lines(results: dict) -> list[str]:
+    """One line per target: the figure, the limit, and met, or by how much it is missed."""
+    lines = []
+    for name, value, limit, higher, unit in targets(results):
+        met = value >= limit if higher else value <= limit
+        verdict = "met" if met else f"missed by {abs(value / limit - 1):.0%}"
+        lines.append(
+            f"target: {name} {_shown(value, unit)} ({'≥' if higher else '≤'} {_shown(limit, unit)}): {verdict}"
+        )
+    return lines
+
+
+def _shown(value: float, unit: str) -> str:
+    return {"%": f"{value:.1%}", "×": f"{value:.2f}×", "s": f"{value:.0f} s"}[unit]
+
+
+def _measured(results: dict, key: str) -> dict | None:
+    item = results.get(key)
+    return None if item is None or "error" in item else item
+
+
 def _throughput_lines(t: dict) -> list[str]:
-    rows = ["| implementation | train samples/s | eval samples/s | train, share of GEMM limit |", "|---|---|---|---|"]
+    rows = [
+        "| implementation | train samples/s | eval samples/s | train, share of peak | eval, share of peak |",
+        "|---|---|---|---|---|",
+    ]
     for name, item in t["implementations"].items():
         rows.append(
             f"| {name} | {item['train_samples_per_s']:,.0f} | {item['eval_samples_per_s']:,.0f} | "
-            f"{item['train_fraction_of_gemm_limit']:.1%} |"
+            f"{item['train_share_of_peak']:.1%} | {item['eval_share_of_peak']:.1%} |"
         )
     lines = ["\n".join(rows), ""]
     for mode in MODES:
@@ -69,10 +127,18 @@ def _throughput_lines(t: dict) -> list[str]:
         f"{t['parallel_slices']} slice(s) × {t['threads_per_slice']} thread(s)"
         + (f", PyTorch {torch_threads} thread(s)" if torch_threads else "")
     )
+    peak, flops = t["peak"], t["flop_per_sample"]
+    lines.append(
+        f"float32 peak {peak['peak_gflops']:.0f} GFLOP/s ({peak['peak_library']}), the best {peak['size']}² product "
+        "on all cores: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in peak["gflops"].items())
+        + f"; FLOP per sample: train {flops['train'] / 1e6:.2f} M, inference {flops['inference'] / 1e6:.2f} M"
+    )
+    lines.extend(f"peak: {note}" for note in peak["notes"])
     lines.append(
         "float32 GEMM at the step's shape: "
         + ", ".join(f"{k} {v:.0f}" for k, v in t["gemm_gflops"].items())
-        + f" GFLOP/s; limit ≈ {t['gemm_limit_train_samples_per_s']:,.0f} training samples/s"
+        + " GFLOP/s"
     )
     return lines
 

@@ -3,8 +3,9 @@
 Every implementation (bench.implementations) runs in a fresh spawned process (bench.workers) that pins its
 numerics before TensorFlow loads: the workers are started one after the other, each warmed up (graphs
 traced, caches filled), then asked for one timed round each in turn, ``repeats`` times, so that drift of a
-noisy machine hits all of them; medians are reported, with the float32 GEMM rate each reaches at the
-LSTM's shapes (bench.gemm_limit) and the share of that limit each training reaches.
+noisy machine hits all of them; medians are reported, with the share of the machine's float32 peak each
+reaches (bench.peak: FLOP per sample counted from the model's shapes, the peak measured in the same run)
+and, for reference, the GEMM rate each library reaches at the LSTM step's shape (bench.gemm_limit).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import importlib.util
 import time
 from collections.abc import Sequence
 
-from bench.gemm_limit import gemm_gflops, lstm_train_flops
+from bench.gemm_limit import gemm_gflops
 from bench.implementations import Ours, Torch
 from bench.modes import TORCH, TORCH_MISSING, implementation_name, mode_params
+from bench.peak import PEAK_SIZE, lstm_flops, machine_peak, shares_of_peak
 from bench.report import ratios
 from bench.timing import median_rate, timed
 from bench.workers import FreshProcess
@@ -94,8 +96,10 @@ def throughput(
     train_batches: int,
     evaluation_samples: int,
     repeats: int,
+    peak_size: int = PEAK_SIZE,
 ) -> dict:
-    """samples/s of each implementation, each in its own warmed-up worker, timed in turns ``repeats`` times."""
+    """samples/s of each implementation, each in its own warmed-up worker, timed in turns ``repeats`` times;
+    then the machine's peak (a ``peak_size`` square product) and each implementation's share of it."""
     notes: list[str] = []
     runnable = []
     for mode in modes:
@@ -140,16 +144,21 @@ def throughput(
                 gemm[library if name == TORCH else f"{library} {name.removeprefix('pipeline ')}"] = rate
     units = params.mnist.units
     gemm["numpy"] = gemm_gflops("numpy", batch, layout["features"] + units, 4 * units)
-    flops = lstm_train_flops(layout["steps"], layout["features"], units, 10)
-    limit = max(gemm.values())
+    flops = lstm_flops(layout["steps"], layout["features"], units, 10)
+    peak = machine_peak(peak_size)  # after the rounds: its threads on every core disturb no timing
     implementations = {}
     for name, measured in rounds.items():
         train_samples, eval_samples = measured[0]["train_samples"], measured[0]["eval_samples"]
-        train_rate = median_rate(train_samples, [m["train_seconds"] for m in measured])
+        rates = {
+            "train": median_rate(train_samples, [m["train_seconds"] for m in measured]),
+            "eval": median_rate(eval_samples, [m["eval_seconds"] for m in measured]),
+        }
+        shares = shares_of_peak(rates, flops, peak["peak_gflops"])
         implementations[name] = {
-            "train_samples_per_s": train_rate,
-            "eval_samples_per_s": median_rate(eval_samples, [m["eval_seconds"] for m in measured]),
-            "train_fraction_of_gemm_limit": train_rate * flops / (limit * 1e9),
+            "train_samples_per_s": rates["train"],
+            "eval_samples_per_s": rates["eval"],
+            "train_share_of_peak": shares["train"],
+            "eval_share_of_peak": shares["eval"],
             "train_samples_per_round": train_samples,
             "eval_samples_per_round": eval_samples,
             "train_seconds": [m["train_seconds"] for m in measured],
@@ -169,8 +178,8 @@ def throughput(
         "implementations": implementations,
         "ratios": ratios(implementations),
         "gemm_gflops": gemm,
-        "gemm_limit_gflops": limit,
-        "gemm_limit_train_samples_per_s": limit * 1e9 / flops,
+        "flop_per_sample": flops,
+        "peak": peak,
         "torch": torch_note or "measured",
         "notes": notes,
     }

@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -16,11 +17,11 @@ import pytest
 import yaml
 
 import bench.benchmark as benchmark
-from bench.gemm_limit import lstm_train_flops
 from bench.modes import TORCH_MISSING, mode_params
+from bench.peak import lstm_flops, shares_of_peak
 from bench.phases import Phase, failed, run_phases
 from bench.prerequisites import missing_prerequisites, unreachable_data
-from bench.report import ratios, table
+from bench.report import ratios, table, target_lines
 from bench.repro import clone_environment, differing_outputs
 from bench.timing import timed_span
 from bench.workers import FreshProcess, run_once
@@ -31,8 +32,18 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
 def test_flops_of_the_seed_model():
-    # 28 steps x 2 x (28 + 128) x 512 + 2 x 128 x 10 multiply-adds forward, x3 with the backward pass
-    assert lstm_train_flops(28, 28, 128, 10) == 3.0 * (28 * 2 * 156 * 512 + 2560)
+    flops = lstm_flops(28, 28, 128, 10)
+    # forward: per row, the gates' product of (28 pixels + 128 state) x 512 gates; then the dense layer
+    assert flops["inference"] == 28 * 2 * 156 * 512 + 2 * 128 * 10 == 4_475_392
+    # backward: per row the weights' gradient (156 x 512) and the state's (128 x 512; the pixels need none),
+    # the dense layer's two: about 12.6 MFLOP a training sample
+    assert flops["train"] == flops["inference"] + 28 * 2 * (156 + 128) * 512 + 2 * 2 * 128 * 10 == 12_623_360
+
+
+def test_a_share_of_the_peak_counts_each_part_at_its_own_flop():
+    flops = {"train": 12e6, "inference": 4e6}
+    shares = shares_of_peak({"train": 10_000, "eval": 50_000}, flops, peak_gflops=400)
+    assert shares == {"train": 0.3, "eval": 0.5}
 
 
 def test_samples_are_counted_from_batch_indices_not_reports():
@@ -60,7 +71,12 @@ def test_each_mode_is_checked_against_the_params(params_raw):
 
 
 def _implementation(train: float, evaluation: float) -> dict:
-    return {"train_samples_per_s": train, "eval_samples_per_s": evaluation, "train_fraction_of_gemm_limit": 0.5}
+    return {
+        "train_samples_per_s": train,
+        "eval_samples_per_s": evaluation,
+        "train_share_of_peak": 0.5,
+        "eval_share_of_peak": 0.25,
+    }
 
 
 def _results(implementations: dict, notes: list[str]) -> dict:
@@ -76,7 +92,14 @@ def _results(implementations: dict, notes: list[str]) -> dict:
             "ratios": ratios(implementations),
             "notes": notes,
             "gemm_gflops": {"tensorflow portable": 60.0, "numpy": 190.0},
-            "gemm_limit_train_samples_per_s": 14_000.0,
+            "flop_per_sample": {"train": 12.62e6, "inference": 4.48e6},
+            "peak": {
+                "size": 4096,
+                "gflops": {"tensorflow": 483.0, "numpy": 258.0},
+                "peak_gflops": 483.0,
+                "peak_library": "tensorflow",
+                "notes": [],
+            },
         }
     }
 
@@ -94,10 +117,16 @@ def test_table_sets_both_modes_beside_pytorch():
         "portable / native": {"train": 6_000 / 9_000, "eval": 0.8},
     }
     text = table(results)
-    assert text.startswith("| implementation | train samples/s | eval samples/s | train, share of GEMM limit |\n|---|")
+    assert text.startswith(
+        "| implementation | train samples/s | eval samples/s | train, share of peak | eval, share of peak |\n|---|"
+    )
     assert (
-        "| pipeline portable | 6,000 | 20,000 | 50.0% |\n| pipeline native | 9,000 | 25,000 | 50.0% |\n"
-        "| PyTorch | 5,000 | 40,000 | 50.0% |\n" in text
+        "| pipeline portable | 6,000 | 20,000 | 50.0% | 25.0% |\n| pipeline native | 9,000 | 25,000 | 50.0% | 25.0% |\n"
+        "| PyTorch | 5,000 | 40,000 | 50.0% | 25.0% |\n" in text
+    )
+    assert (
+        "float32 peak 483 GFLOP/s (tensorflow), the best 4096² product on all cores: tensorflow 483, numpy 258; "
+        "FLOP per sample: train 12.62 M, inference 4.48 M\n" in text
     )
     assert (
         "\nportable / PyTorch: train 1.20×, eval 0.50×\nnative / PyTorch: train 1.80×, eval 0.62×\n"
@@ -125,6 +154,37 @@ def test_table_of_one_mode():
     text = table(results)
     assert "native / PyTorch: train 1.80×, eval 0.62×" in text
     assert "| pipeline portable |" not in text and "portable /" not in text and "portable costs" not in text
+
+
+def test_each_target_measured_is_reported_met_or_missed_by_how_much():
+    implementations = {
+        "pipeline portable": {**_implementation(10_000, 40_000), "train_share_of_peak": 0.72},
+        "pipeline native": _implementation(10_200, 38_000),
+        "PyTorch": _implementation(4_000, 25_000),
+    }
+    results = _results(implementations, [])
+    step = {"step_ms": 20.0, "matmuls": 174, "matmul_ms": 16.0, "other_ops": 3000, "other_ms_per_op": 1.3}
+    results["profile"] = {"mode": "portable", "train_batch": 256, "inference_batch": 100, "train": step}
+    results["profile"]["inference"] = step
+    results["dvc"] = {"pipeline_no_op_repro_s": 0.9, "dvc_floor_no_op_repro_s": 0.5, "ratio": 1.8}
+    assert target_lines(results) == [
+        "target: portable train speed / PyTorch's 2.50× (≥ 2.00×): met",
+        "target: portable eval speed / PyTorch's 1.60× (≥ 2.00×): missed by 20%",
+        "target: portable train time / native's 1.02× (≤ 1.05×): met",
+        "target: portable eval time / native's 0.95× (≤ 1.05×): met",
+        "target: portable training, share of the peak 72.0% (≥ 70.0%): met",
+        "target: operations other than products, share of a training step 20.0% (≤ 15.0%): missed by 33%",
+        "target: no-op dvc repro / DVC's floor 1.80× (≤ 1.20×): missed by 50%",
+    ]
+    assert table(results).endswith("\n".join(target_lines(results)) + "\n")
+    results["repro"] = {"wall_s": 80.0, "library_build_s": 14.0}
+    assert (
+        target_lines(results)[-1] == "target: dvc repro from empty with the library build 94 s (≤ 90 s): missed by 4%"
+    )
+    # a failed or skipped phase has no target line
+    results["dvc"] = {"error": "boom"}
+    del results["repro"]
+    assert not [line for line in target_lines(results) if "dvc repro" in line]
 
 
 # --- prerequisites, progress, and figures that survive a failure (no TensorFlow: fast) --------------------
@@ -277,7 +337,13 @@ def test_each_phase_is_written_before_the_next_runs_and_a_failure_keeps_them(tmp
         ],
         output,
     )
-    assert on_disk_when_fable_ran == [{"dvc": dvc, "table": "no-op dvc repro 0.70 s vs DVC floor 0.50 s (1.40×)\n"}]
+    assert on_disk_when_fable_ran == [
+        {
+            "dvc": dvc,
+            "table": "no-op dvc repro 0.70 s vs DVC floor 0.50 s (1.40×)\n"
+            "target: no-op dvc repro / DVC's floor 1.40× (≤ 1.20×): missed by 17%\n",
+        }
+    ]
     written = json.loads(output.read_text())
     assert written["dvc"] == dvc and written["repro"] == repro  # the phase after the failure still ran
     assert written["fable"] == {"error": "RuntimeError: worker fable failed (1):\nTraceback ..."} == results["fable"]
@@ -412,6 +478,8 @@ def test_benchmark_runs_every_part_on_the_trained_project(trained_copy, tmp_path
         "3",
         "--eval-samples",
         "200",
+        "--peak-size",
+        "512",
         "--output",
         "bench.json",
         env_extra={"PYTHONPATH": str(hidden.parent)},
@@ -435,9 +503,23 @@ def test_benchmark_runs_every_part_on_the_trained_project(trained_copy, tmp_path
         assert item["train_samples_per_s"] > 0 and item["eval_samples_per_s"] > 0
         assert item["train_samples_per_round"] == 5 * 64 and item["eval_samples_per_round"] == 200
         assert item["setup"]["intra_op_threads"] == 1 and item["setup"]["inter_op_threads"] == 2 + 1
-        assert item["train_fraction_of_gemm_limit"] > 0
+        assert 0 < item["train_share_of_peak"] < 1 and 0 < item["eval_share_of_peak"] < 1
     assert set(t["ratios"]) == {"portable / native"}
     assert set(t["gemm_gflops"]) == {"tensorflow portable", "tensorflow native", "numpy"}
+    # the peak: a 512² product in each library, each in a process of its own; torch's import fails, noted
+    peak = t["peak"]
+    assert peak["size"] == 512 and set(peak["gflops"]) == {"tensorflow", "numpy"}
+    assert peak["peak_gflops"] == max(peak["gflops"].values()) > 0 and "torch" in peak["notes"][0]
+    assert t["flop_per_sample"]["train"] > t["flop_per_sample"]["inference"] > 0
+    shown = [re.match(r"(target: .*?) [\d.]+(%|×| s) \(", line) for line in results["table"].splitlines()]
+    assert [match.group(1) for match in shown if match] == [
+        "target: portable train time / native's",
+        "target: portable eval time / native's",
+        "target: portable training, share of the peak",
+        "target: operations other than products, share of a training step",
+        "target: no-op dvc repro / DVC's floor",
+        "target: dvc repro from empty with the library build",
+    ]
     assert "hidden for the test" in t["torch"] and "/ PyTorch" not in results["table"]
     assert TORCH_MISSING not in results["table"]  # torch is there; its import failed, and the note says so
     assert results["profile"]["mode"] == "portable"
