@@ -121,6 +121,8 @@ class FableData(_Frozen):
 
 
 class Data(_Frozen):
+    # Per file, in MiB, on the bytes downloaded and again on the decompressed content (a gzip bomb).
+    max_download_mib: PositiveInt
     mnist: MnistData
     fable: FableData
 

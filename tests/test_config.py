@@ -15,6 +15,8 @@ def test_the_real_params_file_is_valid():
     assert params.fable.n_input == 3
     assert params.data.mnist.split.validation_size == 5000
     assert params.data.mnist.split.train_size == 55000
+    # The cap lets through the largest file the pipeline fetches: MNIST's training images, decompressed.
+    assert params.data.max_download_mib * 2**20 >= 47_040_016
 
 
 def test_params_are_frozen(raw):
@@ -55,6 +57,33 @@ def test_bad_values_fail_with_one_line_naming_key_and_value(raw, edit, expected)
     message = str(error.value)
     assert len(message.splitlines()) == 1, message
     assert __import__("re").search(expected, message), message
+
+
+# Not in BAD_VALUES (which test_reliability.py also sends through `dvc repro`): the same validation as
+# every other positive integer, so these classes are already covered there.
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (0, r"greater than 0, got 0 \(int\)"),
+        (-256, r"greater than 0, got -256 \(int\)"),
+        ("256", r"got '256' \(str\)"),
+        (256.0, r"got 256\.0 \(float\)"),
+        (None, r"got None \(NoneType\)"),
+    ],
+)
+def test_the_download_cap_must_be_a_positive_integer(raw, value, expected):
+    raw["data"]["max_download_mib"] = value
+    with pytest.raises(ParamsError) as error:
+        parse_params(raw)
+    message = str(error.value)
+    assert len(message.splitlines()) == 1, message
+    assert __import__("re").match(r"params\.yaml: data\.max_download_mib: .*" + expected + "$", message), message
+
+
+def test_the_download_cap_is_required(raw):
+    del raw["data"]["max_download_mib"]
+    with pytest.raises(ParamsError, match=r"^params\.yaml: data\.max_download_mib: missing$"):
+        parse_params(raw)
 
 
 def test_float_written_as_1e_minus_3_gets_a_hint():

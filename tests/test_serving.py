@@ -10,40 +10,17 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import pytest
 from conftest import free_port, wait_until_up
 
-from pipeline.serving.pyfunc import ServingError, _column, images_array
-
-
-def test_images_arrive_as_arrays_lists_or_one_image():
-    image = np.arange(28 * 28).reshape(28, 28) % 256
-    assert images_array(image).shape == (1, 28, 28)
-    assert images_array(image[None].tolist()).dtype == np.uint8
-    np.testing.assert_array_equal(images_array(pd.DataFrame({"image": [image, image]})), np.stack([image, image]))
-
-
-@pytest.mark.parametrize(
-    ("value", "message"),
-    [
-        (np.zeros((2, 28, 27)), r"shape \(N, 28, 28\), got an array of shape \(2, 28, 27\)"),
-        (np.full((1, 28, 28), 256), r"pixel values must be 0-255, got 256\.\.256"),
-    ],
-)
-def test_bad_images_are_refused_in_one_line(value, message):
-    with pytest.raises(ServingError, match=message):
-        images_array(value)
-
-
-def test_prompts_arrive_as_a_column_a_list_or_one_string():
-    assert _column(pd.DataFrame({"prompt": ["a b c", "d e f"]}), "prompt") == ["a b c", "d e f"]
-    assert _column(["a b c"], "prompt") == ["a b c"] and _column("a b c", "prompt") == ["a b c"]
-
+from pipeline.serving.requests import MAX_PROMPTS, MAX_STORY_WORDS, MAX_WORDS_PER_REQUEST
 
 # Run in a fresh interpreter, in a directory outside the project, with nothing of it on sys.path.
 LOAD_ELSEWHERE = textwrap.dedent("""
@@ -97,26 +74,34 @@ def test_fable_model_tells_the_story_and_names_unknown_words(trained_project, tm
     assert "'zebra' not in the model's vocabulary" in failure["error"]
 
 
-def served(project, model_uri: str, body: dict) -> tuple[int, dict]:
-    """POST ``body`` to ``mlflow models serve`` of ``model_uri`` on a free loopback port; stopped after."""
+@dataclass(frozen=True)
+class Served:
+    """``mlflow models serve`` of one model on a loopback port."""
+
+    url: str
+
+    def post(self, body: dict) -> tuple[int, dict, str, float]:
+        """The status, JSON body, raw body and seconds of the answer to ``body``."""
+        request = urllib.request.Request(
+            f"{self.url}/invocations", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        start = time.monotonic()
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                status, text = response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            status, text = error.code, error.read().decode()
+        return status, json.loads(text), text, time.monotonic() - start
+
+
+@contextlib.contextmanager
+def serving(project, model_uri: str) -> Iterator[Served]:
+    """``mlflow models serve`` of ``model_uri`` on a free loopback port; stopped after."""
     port = free_port()
     env = {**project.env, "MLFLOW_TRACKING_URI": f"sqlite:///{project.root}/mlflow.db"}
+    command = ["-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1"]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            model_uri,
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
+        [sys.executable, *command, "-p", str(port)],
         cwd=project.root,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -125,40 +110,129 @@ def served(project, model_uri: str, body: dict) -> tuple[int, dict]:
     )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/ping", process, timeout=300)
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=120) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
+        yield Served(f"http://127.0.0.1:{port}")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
 
 
-@pytest.mark.slow
-def test_served_mnist_model_reads_raw_images(trained_project):
-    images = np.load(trained_project.root / "data/prepared/mnist/x_test.npy")[:3]
-    status, answer = served(trained_project, "models:/mnist@champion", {"inputs": images.tolist()})
-    assert status == 200, answer
-    confusion = (trained_project.root / "metrics/mnist_confusion.csv").read_text().splitlines()[1:4]
-    assert [row["digit"] for row in answer["predictions"]] == [int(line.split(",")[1]) for line in confusion]
-    assert all(len(row["probabilities"]) == 10 for row in answer["predictions"])
+# One server per model for the whole session: the bad requests and the good ones after them go to the same.
+@pytest.fixture(scope="session")
+def mnist_server(trained_project) -> Iterator[Served]:
+    with serving(trained_project, "models:/mnist@champion") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def fable_server(trained_project) -> Iterator[Served]:
+    with serving(trained_project, "models:/fable@champion") as server:
+        yield server
+
+
+def first_test_images(project, count: int) -> np.ndarray:
+    return np.load(project.root / "data/prepared/mnist/x_test.npy")[:count]
+
+
+def evaluated_digits(project, count: int) -> list[int]:
+    """The evaluate stage's predictions for the first ``count`` test images."""
+    confusion = (project.root / "metrics/mnist_confusion.csv").read_text().splitlines()[1 : count + 1]
+    return [int(line.split(",")[1]) for line in confusion]
+
+
+def the_story(project) -> list[str]:
+    return (project.root / "metrics/fable_story.txt").read_text().split()
+
+
+def answers_good_requests(project, mnist: Served | None = None, fable: Served | None = None) -> None:
+    if mnist:
+        status, answer, _, _ = mnist.post({"inputs": first_test_images(project, 3).tolist()})
+        assert status == 200, answer
+        assert [row["digit"] for row in answer["predictions"]] == evaluated_digits(project, 3)
+        assert all(len(row["probabilities"]) == 10 for row in answer["predictions"])
+    if fable:
+        story = the_story(project)
+        status, answer, _, _ = fable.post({"inputs": [" ".join(story[:3])], "params": {"story_words": 4}})
+        assert status == 200, answer
+        assert answer["predictions"] == [{"story": " ".join(story[3:7])}]  # the evaluate stage's story
+
+
+def a_clean_refusal(project, answer: tuple[int, dict, str, float]) -> str:
+    """The message of a 400 answered at once, without a traceback or a path of the server's."""
+    status, body, text, seconds = answer
+    assert status == 400 and body["error_code"] in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"), text[:2000]
+    assert seconds < 1, f"{seconds:.2f} s"
+    for leak in ("Traceback", 'File "', "stack_trace", "site-packages", "/work/", str(project.root)):
+        assert leak not in text, f"{leak!r} in {text[:2000]}"
+    return body["message"]
 
 
 @pytest.mark.slow
-def test_served_fable_model_continues_prompts(trained_project):
-    story = (trained_project.root / "metrics/fable_story.txt").read_text().split()
-    status, answer = served(
-        trained_project, "models:/fable@champion", {"inputs": [" ".join(story[:3])], "params": {"story_words": 4}}
-    )
-    assert status == 200, answer
-    assert answer["predictions"] == [{"story": " ".join(story[3:7])}]
+def test_served_models_answer_good_requests(trained_project, mnist_server, fable_server):
+    answers_good_requests(trained_project, mnist_server, fable_server)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        (lambda image: image / 255, "image 0 has only pixels 0 and 1: scaled to 0..1"),  # the usual slip
+        (lambda image: image * 0, "or blank? the model reads whole numbers 0-255 (uint8)"),
+        (lambda image: np.full(image.shape, 256), "Python integer 256 out of bounds for uint8"),  # MLflow's cast
+        (lambda image: image[:, :27], "does not match expected shape (-1, 28, 28)"),  # MLflow's schema check
+    ],
+    ids=["scaled-to-0..1", "blank", "256", "27-columns"],
+)
+def test_served_mnist_model_refuses_bad_images_clearly_then_reads_good_ones(
+    trained_project, mnist_server, image, expected
+):
+    bad = image(first_test_images(trained_project, 1)[0])
+    message = a_clean_refusal(trained_project, mnist_server.post({"inputs": [bad.tolist()]}))
+    assert expected in message
+    answers_good_requests(trained_project, mnist=mnist_server)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("request_of", "expected"),
+    [
+        (lambda story: {"inputs": [" ".join([*story[:2], "zebra"])]}, "'zebra' not in the model's vocabulary"),
+        (lambda story: {"inputs": [" ".join(story[:2])]}, "has 2 tokens: the model reads 3 tokens of its story"),
+        (lambda story: {"inputs": [""]}, "'' has 0 tokens: the model reads 3 tokens"),
+        (
+            lambda story: {"inputs": [" ".join(story[:3])], "params": {"story_words": 1_000_000}},
+            f"story_words must be 0-{MAX_STORY_WORDS}, got 1000000",
+        ),
+        (
+            lambda story: {"inputs": [" ".join(story[:3])] * 5000},
+            f"5000 prompts in one request: at most {MAX_PROMPTS}",
+        ),
+        (
+            lambda story: {"inputs": [" ".join(story[:3])] * 50, "params": {"story_words": 500}},
+            f"= 25000 words to generate: at most {MAX_WORDS_PER_REQUEST} per request",
+        ),
+    ],
+    ids=["unknown-word", "two-words", "empty-prompt", "story-words-1e6", "5000-prompts", "50x500-words"],
+)
+def test_served_fable_model_refuses_bad_requests_clearly_then_tells_stories(
+    trained_project, fable_server, request_of, expected
+):
+    message = a_clean_refusal(trained_project, fable_server.post(request_of(the_story(trained_project))))
+    assert expected in message
+    assert "Failed to predict data" not in message  # the model's refusal alone, not MLflow's echo of the request
+    answers_good_requests(trained_project, fable=fable_server)
+
+
+@pytest.mark.slow
+def test_served_models_refuse_an_empty_batch_alike(trained_project, mnist_server, fable_server):
+    # MLflow's schema check refuses [] before the model sees it, for both models the same way.
+    answers = [server.post({"inputs": []}) for server in (mnist_server, fable_server)]
+    for answer in answers:
+        a_clean_refusal(trained_project, answer)
+    assert {(body["error_code"], body["error_class"]) for _, body, _, _ in answers} == {
+        ("INVALID_PARAMETER_VALUE", "SCHEMA_ENFORCEMENT_FAILED")
+    }
+    answers_good_requests(trained_project, mnist_server, fable_server)
 
 
 @pytest.mark.slow

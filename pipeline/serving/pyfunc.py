@@ -5,19 +5,23 @@ Each training run logs its model as an MLflow ``pyfunc`` model that carries ever
 ``mlflow.pyfunc.load_model(uri)`` works in a process that cannot import the project, and
 ``mlflow models serve`` answers ``/invocations``:
 
-- ``mnist``: raw images, shape (N, 28, 28), pixel values 0-255 (uint8 or int) -> per image the
+- ``mnist``: raw images, shape (N, 28, 28), uint8 pixel values 0-255 -> per image the
   ``digit`` and its 10 class ``probabilities``: the predictions of the evaluate stage.
 - ``fable``: prompts (strings of ``fable.n_input`` tokens of the story's vocabulary) -> per prompt the
   ``story``: the ``fable.story_words`` tokens that follow (or the request's ``story_words`` param),
-  joined as the story's tokens are (spaces between words, nothing between characters). Unknown tokens
-  fail with a message naming them. Its ``model_config`` holds the token kind and the stage's prompt.
+  joined as the story's tokens are (spaces between words, nothing between characters). Its
+  ``model_config`` holds the token kind and the stage's prompt.
+
+Every request is checked before any work (pipeline.serving.requests: its limits, and a refusal the
+scoring server answers as a 400 with a clear message): unknown tokens named, a prompt's length, the
+pixels' range, the shape, an empty batch, too many images or prompts, too large a ``story_words``.
 
 When TensorFlow is not loaded yet in the process that loads the model, its kernels and threads are
 pinned as the training's ``numerics`` (pipeline.model.numerics), so the model computes what the evaluate
 stage computed; in a process that loaded TensorFlow before, it runs on that process's kernels.
 
-With pipeline.tracking.runs, the only module that imports ``mlflow``: the wrapper classes must subclass
-MLflow's ``PythonModel``.
+With pipeline.tracking.runs and pipeline.serving.requests, the only modules that import ``mlflow``: the
+wrapper classes must subclass MLflow's ``PythonModel`` (and a refusal must be MLflow's exception type).
 """
 
 from __future__ import annotations
@@ -31,14 +35,11 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import PipelineError
+from pipeline.files import file_digest
+from pipeline.serving.requests import images_array, prompt_list, prompt_tokens, story_words
 
 # The whole package travels with the model (code_paths): its classes import pipeline.model and pipeline.datasets.
 PACKAGE_DIRECTORY = Path(__file__).resolve().parents[1]
-
-
-class ServingError(PipelineError):
-    """A request the model cannot answer (wrong shape, unknown words)."""
 
 
 def _pin(config: dict[str, Any]) -> None:
@@ -51,30 +52,19 @@ def _pin(config: dict[str, Any]) -> None:
         )
 
 
-def _column(model_input: Any, name: str) -> list:
-    """The values of column ``name`` (or the only column) of a DataFrame, or the items of a list/array/Series."""
-    if isinstance(model_input, pd.DataFrame):
-        column = name if name in model_input.columns else model_input.columns[0]
-        return model_input[column].tolist()
-    if isinstance(model_input, (pd.Series, np.ndarray)):
-        return model_input.tolist()
-    if isinstance(model_input, str):
-        return [model_input]
-    return list(model_input)
+def checked_model(context: mlflow.pyfunc.PythonModelContext) -> str:
+    """The ``.keras`` archive, once its sha256 is the one recorded when it was logged (``model_sha256``: what its
+    run's and registered version's ``model_sha256`` tags hold): a file changed in the artifact store since is
+    refused before it is loaded. Models logged before the digest was recorded load unchecked."""
+    path, expected = context.artifacts["model"], context.model_config.get("model_sha256")
+    if expected is not None and file_digest(path) != expected:
+        from mlflow.exceptions import MlflowException  # noqa: PLC0415
 
-
-def images_array(model_input: Any) -> np.ndarray:
-    """(N, 28, 28) uint8 pixels from an array, nested lists or a DataFrame of images (one per row)."""
-    if isinstance(model_input, pd.DataFrame):
-        model_input = np.stack([np.asarray(value) for value in _column(model_input, "image")])
-    images = np.asarray(model_input)
-    if images.ndim == 2:
-        images = images[None]
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ServingError(f"expected images of shape (N, 28, 28), got an array of shape {images.shape}")
-    if images.size and (images.min() < 0 or images.max() > 255):
-        raise ServingError(f"pixel values must be 0-255, got {images.min()}..{images.max()}")
-    return images.astype(np.uint8)
+        raise MlflowException(
+            f"the model file's sha256 {file_digest(path)} is not the {expected} recorded when it was logged "
+            "(model_sha256): it was changed in the artifact store; not loaded"
+        )
+    return path
 
 
 class DigitReader(mlflow.pyfunc.PythonModel):
@@ -85,14 +75,15 @@ class DigitReader(mlflow.pyfunc.PythonModel):
         from pipeline.model.inference import logits_function  # noqa: PLC0415 - TensorFlow loads after _pin
         from pipeline.model.saving import load_model  # noqa: PLC0415
 
-        self.logits = logits_function(load_model(context.artifacts["model"]))
+        self.logits = logits_function(load_model(checked_model(context)))
 
     # The hints say which input types the model takes, not a schema (MLflow infers none from these two types):
     # the logged signature validates the requests.
     def predict(self, context: Any, model_input: np.ndarray, params: dict | None = None) -> pd.DataFrame:
+        images = images_array(model_input)  # a bad request is refused before any TensorFlow work
         from pipeline.model.inference import softmax  # noqa: PLC0415
 
-        probabilities = softmax(self.logits(images_array(model_input)))
+        probabilities = softmax(self.logits(images))
         return pd.DataFrame(
             {
                 "digit": probabilities.argmax(axis=1).astype(np.int64),
@@ -110,22 +101,26 @@ class StoryTeller(mlflow.pyfunc.PythonModel):
         from pipeline.model.inference import logits_function  # noqa: PLC0415 - TensorFlow loads after _pin
         from pipeline.model.saving import load_model  # noqa: PLC0415
 
-        self.model = load_model(context.artifacts["model"])
+        self.model = load_model(checked_model(context))
         self.logits = logits_function(self.model, batch_size=1)  # traced at the first request, then reused
         self.vocabulary = load_vocabulary(context.artifacts["vocabulary"])
         self.n_input, self.words = context.model_config["n_input"], context.model_config["story_words"]
+        self.example = context.model_config["prompt"]  # quoted in the refusal of a bad prompt
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        words = int((params or {}).get("story_words", self.words))
-        if words < 0:
-            raise ServingError(f"story_words must be 0 or more, got {words}")
-        return pd.DataFrame({"story": [self.tell(str(prompt), words) for prompt in _column(model_input, "prompt")]})
+        words = story_words(params, self.words)
+        prompts = prompt_list(model_input, words)
+        # Every prompt checked before the first is told: a bad one costs no generation.
+        starts = [
+            prompt_tokens(prompt, number, self.vocabulary, self.n_input, self.example)
+            for number, prompt in enumerate(prompts)
+        ]
+        return pd.DataFrame({"story": [self.tell(start, words) for start in starts]})
 
-    def tell(self, prompt: str, words: int) -> str:
-        from pipeline.datasets.text import detokenize, prompt_tokens  # noqa: PLC0415
+    def tell(self, start: list[str], words: int) -> str:
+        from pipeline.datasets.text import detokenize  # noqa: PLC0415
         from pipeline.model.inference import generate  # noqa: PLC0415 - TensorFlow loads after _pin
 
-        start = prompt_tokens(prompt, [], self.vocabulary, self.n_input, "the model's vocabulary")
         story = generate(self.model, self.vocabulary, start, words, self.logits)
         return detokenize(story[self.n_input :], self.vocabulary["tokens"])
 
@@ -148,6 +143,7 @@ def packaging(task: str, model_path: Path, params: Any) -> Packaging:
 
     training = params.training(task)
     config = {
+        "model_sha256": file_digest(model_path),  # checked at every load (checked_model)
         "numerics_mode": params.numerics.mode,
         "parallel_slices": training.parallel_slices,
         "threads_per_slice": params.numerics.threads_per_slice,

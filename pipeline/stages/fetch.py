@@ -8,10 +8,12 @@ Run::
 Sources are tried in order: ``$PIPELINE_MIRROR`` first when set (a directory or base URL laid out as
 ``mnist/<name>.gz`` and ``fable/<file name>``), then the sources in params.yaml. A source is rejected,
 with a one-line reason, when it cannot be reached, times out, serves an HTML page, a truncated or
-corrupt gzip, or content whose sha256 is not the one in params.yaml. Only verified content is renamed
-into place. The mirror is an environment variable, not a param, because where the bytes come from
-does not change what they are: switching mirrors leaves every DVC stage up to date.
-``$PIPELINE_FETCH_TIMEOUT`` (seconds, default 60) bounds each download.
+corrupt gzip, more bytes than ``data.max_download_mib`` (downloaded, or once decompressed: a gzip
+bomb), or content whose sha256 is not the one in params.yaml. Only verified content is renamed into
+place. The mirror is an environment variable, not a param, because where the bytes come from does not
+change what they are: switching mirrors leaves every DVC stage up to date.
+``$PIPELINE_FETCH_TIMEOUT`` (seconds, default 60) bounds each download as a whole: a server that
+trickles bytes, or stalls again and again just short of a socket timeout, is cut off at that deadline.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -30,7 +32,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from pipeline.cli import run_stage, stage_parser
 from pipeline.config import Params, load_params
@@ -40,7 +42,10 @@ from pipeline.files import atomic_output
 MIRROR_ENV = "PIPELINE_MIRROR"
 TIMEOUT_ENV = "PIPELINE_FETCH_TIMEOUT"
 DEFAULT_TIMEOUT_SECONDS = 60.0
-_CHUNK = 1 << 20
+MIB = 1 << 20
+_CHUNK = MIB
+# The param that caps each file, named in the rejection so that the reader knows what to raise.
+MAX_DOWNLOAD_KEY = "data.max_download_mib"
 # A download prints how far it is at most this often (seconds), and once when it ends.
 PROGRESS_INTERVAL_S = 2.0
 
@@ -94,13 +99,16 @@ def _target(destination: Path, sha256: str, sources: Sequence[str]) -> Target:
     return Target(destination=destination, sha256=sha256, sources=tuple(dict.fromkeys(sources)))
 
 
-def fetch(target: Target, timeout: float) -> str:
-    """Put the verified content of the first good source at ``target.destination``; return that source."""
+def fetch(target: Target, timeout: float, max_bytes: int) -> str:
+    """Put the verified content of the first good source at ``target.destination``; return that source.
+
+    Each source gets ``timeout`` seconds in all, and at most ``max_bytes`` bytes, downloaded and decompressed.
+    """
     reasons = []
     for source in target.sources:
         try:
             with atomic_output(target.destination) as output:
-                _copy_verified(source, output, target.sha256, timeout)
+                _copy_verified(source, output, target.sha256, timeout, max_bytes)
         except SourceRejected as rejection:
             reasons.append(f"{source}: {rejection}")
             print(f"fetch: rejected {source}: {rejection}", file=sys.stderr)
@@ -112,9 +120,9 @@ def fetch(target: Target, timeout: float) -> str:
     raise FetchError(f"no source gave {target.destination} with sha256 {target.sha256}:\n{listing}")
 
 
-def _copy_verified(source: str, output: IO[bytes], sha256: str, timeout: float) -> None:
+def _copy_verified(source: str, output: IO[bytes], sha256: str, timeout: float, max_bytes: int) -> None:
     """Write the content of ``source`` (decompressed if it is a .gz) to ``output``; reject if it is wrong."""
-    with _TempDownload(source, timeout) as raw:
+    with _TempDownload(source, timeout, max_bytes) as raw:
         head = raw.read(512)
         raw.seek(0)
         if head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
@@ -127,8 +135,10 @@ def _copy_verified(source: str, output: IO[bytes], sha256: str, timeout: float) 
         digest, size = hashlib.sha256(), 0
         try:
             for block in iter(lambda: stream.read(_CHUNK), b""):
-                digest.update(block)
                 size += len(block)
+                if size > max_bytes:  # a gzip bomb: a small download that decompresses without end
+                    raise _over_cap("decompresses to more than", max_bytes)
+                digest.update(block)
                 output.write(block)
         except EOFError:
             raise SourceRejected("truncated gzip (ends before its end-of-stream marker)") from None
@@ -139,10 +149,11 @@ def _copy_verified(source: str, output: IO[bytes], sha256: str, timeout: float) 
 
 
 class _TempDownload:
-    """The bytes of a URL or local path in an anonymous temporary file, downloaded within ``timeout``."""
+    """The bytes of a URL or local path in an anonymous temporary file: at most ``max_bytes`` of them,
+    downloaded within ``timeout`` seconds in all."""
 
-    def __init__(self, source: str, timeout: float):
-        self.source, self.timeout = source, timeout
+    def __init__(self, source: str, timeout: float, max_bytes: int):
+        self.source, self.timeout, self.max_bytes = source, timeout, max_bytes
 
     def __enter__(self) -> IO[bytes]:
         self.file = tempfile.TemporaryFile()
@@ -162,7 +173,10 @@ class _TempDownload:
         if scheme not in ("http", "https", "file"):
             try:
                 with open(self.source, "rb") as local:
-                    shutil.copyfileobj(local, self.file, _CHUNK)
+                    received = 0
+                    while block := local.read(_CHUNK):
+                        received += len(block)
+                        self._keep(block, received)
             except OSError as error:
                 raise SourceRejected(error.strerror or str(error)) from None
             return
@@ -171,12 +185,12 @@ class _TempDownload:
             with urllib.request.urlopen(self.source, timeout=self.timeout) as response:
                 expected = response.headers.get("Content-Length")
                 total = int(expected) if expected is not None and expected.isdigit() else None
+                if total is not None and total > self.max_bytes:
+                    raise _over_cap(f"announces {total} bytes, more than", self.max_bytes)
                 received, shown = 0, time.monotonic()
-                while block := response.read(_CHUNK):
+                while block := _read_block(response, deadline):
                     received += len(block)
-                    self.file.write(block)
-                    if time.monotonic() > deadline:
-                        raise SourceRejected(f"timed out after {self.timeout:g} s")
+                    self._keep(block, received)
                     if time.monotonic() - shown >= PROGRESS_INTERVAL_S:
                         print(
                             f"fetch: {self.source}: {download_progress(received, total)}", file=sys.stderr, flush=True
@@ -193,8 +207,51 @@ class _TempDownload:
             raise SourceRejected(f"timed out after {self.timeout:g} s") from None
         except (ConnectionError, OSError) as error:
             raise SourceRejected(f"connection failed: {error}") from None
-        if expected is not None and expected.isdigit() and received != int(expected):
-            raise SourceRejected(f"truncated download: {received} of {expected} bytes")
+        if total is not None and received != total:
+            raise SourceRejected(f"truncated download: {received} of {total} bytes")
+
+    def _keep(self, block: bytes, received: int) -> None:
+        """Append ``block`` to the file, ``received`` bytes in all so far, unless that is over the cap."""
+        if received > self.max_bytes:  # an endless or huge response: stop before it fills the disk
+            raise _over_cap("larger than", self.max_bytes)
+        self.file.write(block)
+
+
+def _read_block(response: Any, deadline: float) -> bytes:
+    """The next ``_CHUNK`` bytes of urlopen's ``response`` (fewer only at its end); TimeoutError at ``deadline``.
+
+    ``read1`` returns what one read of the socket gives, so a server trickling bytes cannot keep a read
+    going; and each read's socket timeout is the time left, so neither can one that stalls just short of
+    it again and again.
+    """
+    sock = _socket_of(response)
+    parts, size = [], 0
+    while size < _CHUNK:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        if sock is not None:
+            sock.settimeout(left)
+        part = response.read1(_CHUNK - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
+
+
+def _socket_of(response: Any) -> socket.socket | None:
+    """The socket an http.client response reads from; None for a file:// URL's response.
+
+    The standard library offers no public way to change a response's timeout once it has begun: the
+    socket is only reachable through the buffered file that http.client reads it by.
+    """
+    sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _over_cap(what: str, max_bytes: int) -> SourceRejected:
+    return SourceRejected(f"{what} the cap of {max_bytes / MIB:g} MiB ({MAX_DOWNLOAD_KEY})")
 
 
 def download_progress(received: int, total: int | None) -> str:
@@ -226,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         timeout, mirror = fetch_timeout(), os.environ.get(MIRROR_ENV) or None
         targets = mnist_targets(params, mirror) if args.dataset == "mnist" else [fable_target(params, mirror)]
         for target in targets:
-            fetch(target, timeout)
+            fetch(target, timeout, params.data.max_download_mib * MIB)
 
 
 if __name__ == "__main__":
