@@ -99,6 +99,15 @@ def test_mlflow_ui_shows_runs_and_test_accuracy_in_a_browser(trained_project, tm
             tmp_path / "run.png",
             until="test_accuracy",
         )
+        # The experiment in the UI's model-training view (its sidebar switch, or this URL parameter; the GenAI
+        # view of traces and token usage otherwise): the training run, by name, under the experiment's description.
+        experiment_page = page_text(
+            f"{url}/#/experiments/{stored.info.experiment_id}?workflowType=machine_learning",
+            tmp_path / "experiment.png",
+            until=stored.info.run_name,
+        )
+    assert "Training runs of the mnist model: " in experiment_page, experiment_page[-3000:]
+    assert "Token Usage" not in experiment_page and "1 matching run" in experiment_page
     assert stored.info.run_name in page, page[-2000:]
     assert value_beside(page, "test_accuracy") == as_the_ui_shows(stored.data.metrics["test_accuracy"]), page[-3000:]
     assert f"{training.name} ({training.digest})" in page  # its training dataset

@@ -31,6 +31,20 @@ def test_tracking_uri_defaults_to_sqlite_at_the_root_and_can_be_overridden(tmp_p
     assert tracking_uri({"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}) == "http://127.0.0.1:5000"
 
 
+def test_an_experiment_made_before_its_tags_existed_gets_them(tmp_path):
+    from pipeline.tracking.store import experiment_id
+    from pipeline.tracking.tags import experiment_tags
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    older = MlflowClient(uri).create_experiment("fable", artifact_location=(tmp_path / "mlruns").as_uri())
+    environ = {"MLFLOW_TRACKING_URI": uri}
+    assert experiment_id("fable", environ) == older
+    tags = MlflowClient(uri).get_experiment(older).tags
+    assert {key: tags.get(key) for key in experiment_tags("fable")} == experiment_tags("fable")
+    created = experiment_id("mnist", environ)
+    assert MlflowClient(uri).get_experiment(created).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
 def test_flatten_uses_params_yaml_key_names():
     assert flatten({"units": 8, "split": {"train_size": 5}, "mirrors": ["a", "b"]}, "mnist") == {
         "mnist.units": 8,
@@ -64,6 +78,13 @@ def test_one_run_per_model_with_everything(trained_project):
         assert len(tags["params.sha256"]) == 64
         assert any(tag.startswith("data.") and tag.endswith(".sha256") for tag in tags)
         assert "dvc checkout" in tags["mlflow.note.content"]
+        # named for what made it: a `dvc repro` in the workspace, the model and the short commit
+        assert run.info.run_name == f"{name}-{commit[:7]}"
+        # a model-training experiment (MLflow 3's UI opens its GenAI view without it), described
+        experiment = client.get_experiment(run.info.experiment_id).tags
+        assert experiment["mlflow.experimentKind"] == "custom_model_development"
+        assert f"`{name}-<short commit>`" in experiment["mlflow.note.content"]
+        assert "`champion` follows the highest `test_accuracy`" in experiment["mlflow.note.content"]
         # artifacts
         artifacts = {item.path for item in client.list_artifacts(run.info.run_id, "plots")}
         assert "plots/training_curves.png" in artifacts

@@ -115,7 +115,9 @@ def training_run(task: Task, params: Params, resumes: str | None = None) -> Iter
     tags |= owner_tags() | numerics.describe(params.numerics.mode)
     if resumes:
         tags[RESUMES_TAG] = resumes
-    exp_name = os.environ.get("DVC_EXP_NAME")
+    # Named for what made it: the DVC experiment (a sweep's trial is one), else the model and short commit.
+    commit = tags.get("mlflow.source.git.commit")
+    name = os.environ.get("DVC_EXP_NAME") or (f"{task.name}-{commit[:7]}" if commit else None)
     description = (
         f"{task.name} model trained by `dvc repro`. Restore its code, params and data with: "
         f"{tags.get('restore', 'dvc checkout')}"
@@ -123,7 +125,7 @@ def training_run(task: Task, params: Params, resumes: str | None = None) -> Iter
     # CPU and memory while it trains, every $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (MLflow's, 10 s).
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
     run = mlflow.start_run(
-        experiment_id=experiment, run_name=exp_name or None, tags=tags, description=description, log_system_metrics=True
+        experiment_id=experiment, run_name=name, tags=tags, description=description, log_system_metrics=True
     )
     with run_status_on_exit():
         mlflow.log_params(flat)

@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline.errors import PipelineError
+from pipeline.tracking.tags import experiment_tags
 
 STORE_FILE = "mlflow.db"
 ARTIFACTS_DIRECTORY = "mlruns"  # where MLflow itself puts them beside mlflow.db
@@ -116,7 +117,9 @@ def require_server(uri: str | None = None, timeout: float = 5.0, environ: Mappin
 
 
 def experiment_id(name: str, environ: Mapping[str, str] = os.environ) -> str:
-    """The experiment ``name`` in the store, created (store included) under a lock if it is new.
+    """The experiment ``name`` in the store, created (store included) under a lock if it is new, tagged as a
+    model-training experiment with its description (pipeline.tracking.tags.experiment_tags; a store made
+    before they existed gets them too).
 
     The lock keeps parallel queue workers (``dvc queue start -j 2``) from racing the SQLite schema
     migration or creating one experiment twice.
@@ -129,10 +132,14 @@ def experiment_id(name: str, environ: Mapping[str, str] = os.environ) -> str:
     with store_lock():
         client = MlflowClient()
         experiment = client.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        location = (root / ARTIFACTS_DIRECTORY / name).as_uri() if local else None
-        return client.create_experiment(name, artifact_location=location)
+        tags = experiment_tags(name)
+        if experiment is None:
+            location = (root / ARTIFACTS_DIRECTORY / name).as_uri() if local else None
+            return client.create_experiment(name, artifact_location=location, tags=tags)
+        for key, value in tags.items():
+            if experiment.tags.get(key) != value:
+                client.set_experiment_tag(experiment.experiment_id, key, value)
+        return experiment.experiment_id
 
 
 def store_lock() -> contextlib.AbstractContextManager:
