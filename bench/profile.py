@@ -81,33 +81,32 @@ def _graph_profile(function: Callable, arguments: tuple, repeats: int) -> dict:
 
     from pipeline.model import detgemm
 
-    # TensorFlow's product (native numerics) and pipeline.model.detgemm's (portable), each redone as itself
-    products = {"MatMul": tf.linalg.matmul, "DetMatMul": detgemm.matmul}
+    # The matrix products, each redone as itself on random operands of its shapes: TensorFlow's (native
+    # numerics) and pipeline.model.detgemm's (portable: DetMatMul, and an LSTM step's gates and their gradient).
+    def attributes(operation: tf.Operation, *names: str) -> dict:
+        return {name: operation.get_attr(name) for name in names}
+
+    products: dict[str, tuple[Callable, tuple[str, ...]]] = {
+        "MatMul": (tf.linalg.matmul, ("transpose_a", "transpose_b")),
+        "DetMatMul": (detgemm.matmul, ("transpose_a", "transpose_b")),
+        "DetGates": (detgemm.gates, ()),
+        "DetGatesGrad": (detgemm.gates_gradient, ("with_dx",)),
+    }
     graph = function.get_concrete_function(*arguments).graph
     kinds: dict[str, int] = {}
-    shapes = []
+    rng = np.random.default_rng(0)
+    operands = []
     for operation in graph.get_operations():
         kinds[operation.type] = kinds.get(operation.type, 0) + 1
         if operation.type in products:
-            a, b = (tuple(t.shape) for t in operation.inputs)
-            shapes.append((operation.type, a, b, operation.get_attr("transpose_a"), operation.get_attr("transpose_b")))
-    rng = np.random.default_rng(0)
-    operands = [
-        (
-            products[kind],
-            tf.constant(rng.random(a, dtype=np.float32)),
-            tf.constant(rng.random(b, dtype=np.float32)),
-            ta,
-            tb,
-        )
-        for kind, a, b, ta, tb in shapes
-    ]
+            product, names = products[operation.type]
+            inputs = [tf.constant(rng.random(tuple(t.shape), dtype=np.float32)) for t in operation.inputs]
+            operands.append((product, inputs, attributes(operation, *names)))
 
     @tf.function
     def matmuls_only() -> tf.Tensor:
-        return tf.add_n(
-            [tf.reduce_sum(product(a, b, transpose_a=ta, transpose_b=tb)[:1, :1]) for product, a, b, ta, tb in operands]
-        )
+        first = [tf.nest.flatten(product(*inputs, **attrs))[0] for product, inputs, attrs in operands]
+        return tf.add_n([tf.reduce_sum(output[:1, :1]) for output in first])
 
     def median_ms(action: Callable[[], object], calls: int = 20) -> float:
         action()
@@ -115,12 +114,14 @@ def _graph_profile(function: Callable, arguments: tuple, repeats: int) -> dict:
 
     step_ms = median_ms(lambda: tf.nest.map_structure(lambda t: t.numpy(), function(*arguments)))
     matmul_ms = median_ms(lambda: matmuls_only().numpy())
-    matmuls = sum(kinds.get(kind, 0) for kind in products)
+    by_kind = {kind: kinds[kind] for kind in products if kind in kinds}
+    matmuls = sum(by_kind.values())
     others = sum(kinds.values()) - matmuls
     return {
         "step_ms": step_ms,
         "matmul_ms": matmul_ms,
         "matmuls": matmuls,
+        "products": by_kind,
         "other_ops": others,
         "other_ms_per_op": (step_ms - matmul_ms) / others * 1e3 if others else 0.0,
         "top_ops": dict(sorted(kinds.items(), key=lambda item: -item[1])[:12]),

@@ -14,7 +14,8 @@ from pipeline.model.detgemm import NativeLibraryError
 
 # (rows of op(a), columns of op(b), summed terms, transpose_a, transpose_b): the products the layers run
 # at the default params (slices of 128 examples, 28 pixels, LSTM(128) for MNIST; LSTM(512) for the fable),
-# forward and backward, in inference batches, and edge tiles of every transpose.
+# forward and backward, in inference batches, and edge tiles of every transpose: between them every
+# register blocking of every instruction set, B packed (transposed, or rows 2 KiB apart) and read in place.
 SHAPES = [
     (128, 512, 28, False, False),  # x @ W
     (128, 512, 128, False, False),  # h @ U
@@ -24,6 +25,10 @@ SHAPES = [
     (128, 512, 128, True, False),  # dU = hᵀ @ g (a sum over the slice)
     (28, 512, 128, True, False),  # dW = xᵀ @ g
     (512, 2048, 3, True, False),  # the fable's first layer's dW: 3 words embedded, 4 × 512 gates
+    (2048, 16, 545, True, False),  # the fable's z = Wᵀ[x;h;1] at batch 16 (B read in place: 16 floats a row)
+    (545, 16, 2048, False, False),  # its d[x;h;1] = W dz (8-row blocking, N <= 16)
+    (157, 128, 512, False, False),  # MNIST's d[x;h;1] (8 x 32 blocking, B in place)
+    (16, 112, 512, False, False),  # the fable's logits: a partial last column panel beside whole ones in place
     (37, 53, 19, True, True),
     (5, 7, 1, False, False),
     (13, 1, 300, False, True),
@@ -131,6 +136,55 @@ def test_subnormals_are_flushed_whatever_the_callers_floating_point_state():
     x[::3] *= np.float32(2.0**-125)
     for isa in ("avx512", "avx2", "scalar"):
         assert np.array_equal(detgemm.kernel_matmul(x, w, isa=isa)[0], detgemm.matmul(x, w, isa=isa).numpy()), isa
+
+
+# --- an LSTM step's gate products (DetGates) -------------------------------------------------------------
+
+
+def gates_inputs(features: int, units: int, batch: int, seed: int = 8):
+    rng = np.random.default_rng(seed)
+    weights = rng.standard_normal((features + units + 1, 4 * units), dtype=np.float32)
+    x, h = (
+        rng.standard_normal((features, batch), dtype=np.float32),
+        rng.standard_normal((units, batch), dtype=np.float32),
+    )
+    return weights, x, h, rng.standard_normal((4 * units, batch), dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    ("features", "units", "batch"), [(28, 128, 128), (32, 512, 16), (28, 16, 32), (3, 5, 1), (7, 9, 37)]
+)
+def test_gates_and_their_gradient_have_the_bits_of_the_product_of_the_stacked_inputs(features, units, batch):
+    """DetGates is DetMatMul of weightsᵀ and [x; h; 1] without the stacking; DetGatesGrad the gradients that
+    product and the stacking's slicing gave, on every instruction set (dx only where x needs one)."""
+    import tensorflow as tf
+
+    weights, x, h, dz = (tf.constant(value) for value in gates_inputs(features, units, batch))
+
+    def gradients(fused: bool, isa: str, watch_x: bool):
+        with tf.GradientTape() as tape:
+            tape.watch([weights, h, *([x] if watch_x else [])])
+            if fused:
+                z = detgemm.gates(weights, x, h, isa=isa)
+            else:
+                stacked = tf.concat([x, h, tf.ones((1, batch))], axis=0)
+                z = detgemm.matmul(weights, stacked, transpose_a=True, isa=isa)
+        return z, *tape.gradient(z, [weights, h, x], output_gradients=dz)
+
+    for isa in ("avx512", "avx2", "scalar"):
+        for watch_x in (True, False):
+            fused, plain = (tf.function(gradients)(flag, isa, watch_x) for flag in (True, False))
+            names = ("z", "d weights", "dh", "dx")
+            for name, got, want in zip(names, fused, plain, strict=True):
+                if want is None:  # x unwatched: no gradient asked for, none computed
+                    assert got is None, (isa, name)
+                    continue
+                assert got.numpy().tobytes() == want.numpy().tobytes(), (isa, watch_x, name)
+    graph = tf.function(gradients).get_concrete_function(True, "auto", False).graph
+    kinds = [operation.type for operation in graph.get_operations()]
+    assert kinds.count("DetGatesGrad") == 1 and "ConcatV2" not in kinds and "Slice" not in kinds, kinds
+    [gradient] = [operation for operation in graph.get_operations() if operation.type == "DetGatesGrad"]
+    assert gradient.get_attr("with_dx") is False  # x (a model's input) needs no gradient: its rows are skipped
 
 
 # --- the LSTM cell (DetLstmCell) ------------------------------------------------------------------------

@@ -8,6 +8,11 @@ same in every case, so the bits depend on the inputs only: not on the instructio
 (FTZ and DAZ on, set by the kernel itself for each call, as TensorFlow sets them for its own kernels).
 Gradients are DetMatMuls again (registered here for the op type).
 
+The same library holds an LSTM step's ops, each with its registered gradient: ``DetGates`` (the step's
+product of the stacked weights and ``[x; h; 1]``, the kernel's bits without the stacking as an op;
+gradient ``DetGatesGrad``) and ``DetLstmCell`` (the gates' activations and the new state; gradient
+``DetLstmCellGrad``, the operations TensorFlow's elementwise graph of it ran, in one pass).
+
 ``make setup`` builds the library (``pipeline/model/native/_detgemm.so``) with g++ and TensorFlow's headers,
 whenever the sources or the installed TensorFlow change; ``python -m pipeline.model.detgemm`` prints the flags
 it compiles with. The library is loaded on the first product, after checking that it was built from
@@ -111,8 +116,9 @@ def _library() -> tuple[Any, ctypes.CDLL]:
         raise NativeLibraryError(f"{path}: cannot be loaded ({reason}); `make setup` rebuilds it") from None
     native = ctypes.CDLL(str(path))  # the same handle: dlopen loads a file once
     native.detgemm_resolved_isa.restype = native.detgemm_matmul.restype = ctypes.c_char_p
-    native.detgemm_lstm_cell.restype = ctypes.c_char_p
+    native.detgemm_lstm_cell.restype = native.detgemm_lstm_cell_grad.restype = ctypes.c_char_p
     tf.RegisterGradient("DetMatMul")(_gradient)
+    tf.RegisterGradient("DetGates")(_gates_gradient)
     tf.RegisterGradient("DetLstmCell")(_cell_gradient)
     return module, native
 
@@ -124,11 +130,26 @@ def matmul(
     return _library()[0].det_mat_mul(a, b, transpose_a=transpose_a, transpose_b=transpose_b, isa=isa)
 
 
+def gates(weights: tf.Tensor, x: tf.Tensor, h: tf.Tensor, isa: str = "auto") -> tf.Tensor:
+    """An LSTM step's gate products ``weightsᵀ · [x; h; 1]``, feature-major (weights: features + units + 1 rows,
+    x: features x batch, h: units x batch): the op ``DetGates``, the bits of ``matmul`` of ``weights`` and the
+    three stacked, without the stacking; its gradient computes only the rows that ``x`` and ``h`` need."""
+    return _library()[0].det_gates(weights, x, h, isa=isa)
+
+
+def gates_gradient(
+    weights: tf.Tensor, x: tf.Tensor, h: tf.Tensor, dz: tf.Tensor, with_dx: bool = True, isa: str = "auto"
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """``d weights = [x; h; 1] · dzᵀ``, ``dx``, ``dh`` (the rows of ``weights · dz``; ``dx`` without rows unless
+    ``with_dx``) of :func:`gates`: the op ``DetGatesGrad``, its registered gradient."""
+    return tuple(_library()[0].det_gates_grad(weights, x, h, dz, with_dx=with_dx, isa=isa))
+
+
 def lstm_cell(z: tf.Tensor, c_prev: tf.Tensor, isa: str = "auto") -> tuple[tf.Tensor, tf.Tensor]:
     """``h, c`` of an LSTM step from its gates' product ``z`` (4 units x batch: i, f, o, candidate) and the
     previous cell state (units x batch), feature-major: the op ``DetLstmCell``, one pass, the same bits on
-    every x86-64 CPU (``pipeline/model/native/detgemm_cell.cc``). Its gradient is TensorFlow's elementwise ops."""
-    h, c, _, _ = _library()[0].det_lstm_cell(z, c_prev, isa=isa)
+    every x86-64 CPU (``pipeline/model/native/detgemm_cell.cc``). Its gradient is one op too, ``DetLstmCellGrad``."""
+    h, c = _library()[0].det_lstm_cell(z, c_prev, isa=isa)
     return h, c
 
 
@@ -179,37 +200,50 @@ def kernel_lstm_cell(z: np.ndarray, c_prev: np.ndarray, isa: str = "auto") -> tu
     return outputs, used.decode()
 
 
-def _cell_gradient(
-    operation: tf.Operation, dh: tf.Tensor | None, dc: tf.Tensor | None, *unused: tf.Tensor | None
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """``dz``, ``dc_prev`` of DetLstmCell from its saved activations (the activations and tanh_c outputs
-    are internal: nothing differentiates them)."""
+def kernel_lstm_cell_grad(
+    z: np.ndarray, c_prev: np.ndarray, dh: np.ndarray, dc: np.ndarray, isa: str = "auto"
+) -> tuple[dict[str, np.ndarray], str]:
+    """The cell's gradient called directly on this thread, outside TensorFlow's executor: ``dz`` and
+    ``dc_prev``, and the instruction set it ran: for tests."""
+    z, c_prev, dh, dc = (np.ascontiguousarray(x, dtype=np.float32) for x in (z, c_prev, dh, dc))
+    if z.shape != (4 * len(c_prev), *c_prev.shape[1:]) or not c_prev.shape == dh.shape == dc.shape:
+        shapes = f"z {z.shape}, c_prev {c_prev.shape}, dh {dh.shape}, dc {dc.shape}"
+        raise ValueError(f"{shapes}: z must be (4 units, batch), the others (units, batch)")
+    outputs = {"dz": np.empty_like(z), "dc_prev": np.empty_like(c_prev)}
+    pointer = ctypes.POINTER(ctypes.c_float)
+    used = _library()[1].detgemm_lstm_cell_grad(
+        isa.encode(),
+        ctypes.c_int64(c_prev.size),
+        *(array.ctypes.data_as(pointer) for array in (z, c_prev, dh, dc, *outputs.values())),
+    )
+    return outputs, used.decode()
+
+
+def _cell_gradient(operation: tf.Operation, dh: tf.Tensor | None, dc: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
+    """``dz``, ``dc_prev`` of DetLstmCell: one op, ``DetLstmCellGrad``, that recomputes the cell's activations
+    from its inputs and computes what TensorFlow's elementwise ops computed before it existed, operation for
+    operation (``detgemm_cell.cc``; ``tests/test_detgemm_grad.py`` holds both to the same bits)."""
     import tensorflow as tf  # noqa: PLC0415
 
-    _, c_prev = operation.inputs
-    _, _, activations, tanh_c = operation.outputs
-    dh = tf.zeros_like(tanh_c) if dh is None else dh
-    dc = tf.zeros_like(tanh_c) if dc is None else dc
-    i, f, o, g = tf.split(activations, 4, axis=0)
-    dc_total = dc + dh * o * (1 - tanh_c * tanh_c)
-    dz = tf.concat(
-        [
-            dc_total * g * i * (1 - i),
-            dc_total * c_prev * f * (1 - f),
-            dh * tanh_c * o * (1 - o),
-            dc_total * i * (1 - g * g),
-        ],
-        axis=0,
-    )
-    return dz, dc_total * f
+    z, c_prev = operation.inputs
+    dh = tf.zeros_like(c_prev) if dh is None else dh
+    dc = tf.zeros_like(c_prev) if dc is None else dc
+    return tuple(_library()[0].det_lstm_cell_grad(z, c_prev, dh, dc, isa=_isa(operation)))
+
+
+def _gates_gradient(operation: tf.Operation, dz: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]:
+    """``d weights``, ``dx``, ``dh`` of DetGates: one ``DetGatesGrad`` (``detgemm_op.cc``); ``dx`` not computed
+    where the tape says nothing needs it (a model's input)."""
+    with_dx = 1 not in (getattr(operation, "skip_input_indices", None) or ())
+    d_weights, dx, dh = gates_gradient(*operation.inputs, dz, with_dx=with_dx, isa=_isa(operation))
+    return d_weights, dx if with_dx else None, dh
 
 
 def _gradient(operation: tf.Operation, gradient: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """``dA``, ``dB`` of ``C = op(A) @ op(B)``, each one DetMatMul (TensorFlow's MatMul gradient rules)."""
     a, b = operation.inputs
     transpose_a, transpose_b = operation.get_attr("transpose_a"), operation.get_attr("transpose_b")
-    isa = operation.get_attr("isa")
-    isa = isa.decode() if isinstance(isa, bytes) else isa
+    isa = _isa(operation)
 
     def product(x: tf.Tensor, y: tf.Tensor, tx: bool, ty: bool) -> tf.Tensor:
         return matmul(x, y, transpose_a=tx, transpose_b=ty, isa=isa)
@@ -221,6 +255,12 @@ def _gradient(operation: tf.Operation, gradient: tf.Tensor) -> tuple[tf.Tensor, 
     if not transpose_b:
         return product(b, gradient, False, True), product(a, gradient, False, False)
     return product(b, gradient, True, True), product(gradient, a, True, True)
+
+
+def _isa(operation: tf.Operation) -> str:
+    """The op's isa attribute: its gradient runs on the same instruction-set path."""
+    isa = operation.get_attr("isa")
+    return isa.decode() if isinstance(isa, bytes) else isa
 
 
 def compile_flags() -> list[str]:

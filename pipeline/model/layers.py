@@ -1,17 +1,18 @@
 """Layers whose arithmetic is the same on every x86-64 CPU: the LSTM, the logits and their initializers.
 
 In ``portable`` numerics (``pipeline.model.numerics``, the default) every matrix product, forward and
-backward, is :func:`pipeline.detgemm.matmul`: each element one chain of fused multiply-adds over the
+backward, is pipeline.model.detgemm's kernel (:func:`~pipeline.model.detgemm.matmul`, and
+:func:`~pipeline.model.detgemm.gates` for an LSTM step): each element one chain of fused multiply-adds over the
 summed dimension, in order, with the same bits on every x86-64 CPU whatever its instruction set (AVX-512,
 AVX2, none), cache sizes or core count, for sums of any length (a weight's gradient sums over the whole
 slice of the batch in one chain; the steps' and slices' gradients are then added elementwise).
 TensorFlow's Eigen product is not used: it cuts sums of more than ~300 terms into blocks sized by the
-CPU's L1 cache (32 KB and 48 KB differ from 512 terms on). The LSTM step's elementwise part (gates,
-tanh, the new cell state) is one op too, :func:`pipeline.detgemm.lstm_cell`, in both modes: one pass
-over memory instead of ten TensorFlow kernels, which had cost evaluation half its time. The rest (the
-cell's gradient, the optimizer) is TensorFlow's own Eigen kernels, compiled into the wheel for one
-instruction set. With both ops, portable training runs at about 0.95× native's samples/s and evaluation
-at about 0.9× (``make bench``), both faster than PyTorch's ``nn.LSTM``. The orthogonal initializer, whose
+CPU's L1 cache (32 KB and 48 KB differ from 512 terms on). An LSTM step's product is one op,
+:func:`gates` (the stacking of input, state and bias row inside it, and its gradient only the rows the
+state and input need). The step's elementwise part (gates, tanh, the new cell state) is one op too,
+:func:`pipeline.detgemm.lstm_cell`, in both modes, and so is its gradient: one pass over memory each
+instead of ten and twenty-odd TensorFlow kernels. The rest (the optimizer, the loss) is TensorFlow's own
+Eigen kernels, compiled into the wheel for one instruction set. The orthogonal initializer, whose
 QR decomposition would go through blocked products, is computed in plain float64 arithmetic instead. In
 ``native`` numerics the products are TensorFlow's (oneDNN's kernels for the CPU at hand).
 
@@ -50,6 +51,16 @@ def matmul(a: tf.Tensor, b: tf.Tensor, transpose_a: bool = False, transpose_b: b
     if numerics.pinned_mode() == "native":
         return tf.linalg.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
     return detgemm.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+
+
+def gates(weights: tf.Tensor, x: tf.Tensor, h: tf.Tensor) -> tf.Tensor:
+    """An LSTM step's gate products ``weightsᵀ · [x; h; 1]`` (feature-major): pipeline.model.detgemm's one op,
+    the bits of :func:`matmul` of the three stacked (its gradient computes only what x and h need), or
+    TensorFlow's stacking and product where this process pinned ``native`` numerics."""
+    if numerics.pinned_mode() == "native":
+        ones = tf.ones((1, tf.shape(x)[1]), dtype=x.dtype)
+        return tf.linalg.matmul(weights, tf.concat([x, h, ones], axis=0), transpose_a=True)
+    return detgemm.gates(weights, x, h)
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
@@ -106,8 +117,8 @@ class LSTM(keras.layers.Layer):
     Glorot-uniform input kernel, orthogonal recurrent kernel, zero bias but 1 for the forget gate
     (``unit_forget_bias``), sigmoid gates and tanh. The gates' columns are laid out i, f, o, then the
     candidate cell. Unrolled over the (short, fixed) sequence, feature-major: each step one product of
-    the stacked weights and the step's input, the state and a row of ones (the bias), then one
-    :func:`pipeline.detgemm.lstm_cell`. Returns the last step's output, or every step's with
+    the stacked weights and the step's input, the state and a row of ones (the bias), :func:`gates`, then
+    one :func:`pipeline.detgemm.lstm_cell`. Returns the last step's output, or every step's with
     ``return_sequences``.
     """
 
@@ -140,13 +151,11 @@ class LSTM(keras.layers.Layer):
             axis=0,
         )
         batch = tf.shape(sequence)[0]
-        ones = tf.ones((1, batch), dtype=sequence.dtype)
         h = c = tf.zeros((units, batch), dtype=sequence.dtype)
         outputs = []
         # unstack and split (not indexing): their gradients are a concatenation, not a scatter into zeros.
         for x in tf.unstack(tf.transpose(sequence, [1, 2, 0]), axis=0):
-            z = matmul(weights, tf.concat([x, h, ones], axis=0), transpose_a=True)
-            h, c = detgemm.lstm_cell(z, c)
+            h, c = detgemm.lstm_cell(gates(weights, x, h), c)
             outputs.append(h)
         return tf.transpose(tf.stack(outputs), [2, 0, 1]) if self.return_sequences else tf.transpose(h)
 

@@ -1,19 +1,26 @@
-// TensorFlow custom op "DetLstmCell": an LSTM cell's elementwise part in one pass, with the same bits on
-// every x86-64 CPU (AVX-512F, AVX2 with FMA, or neither).
+// TensorFlow custom ops "DetLstmCell" and "DetLstmCellGrad": an LSTM cell's elementwise part and its
+// gradient, each in one pass, with the same bits on every x86-64 CPU (AVX-512F, AVX2 with FMA, or neither).
 //
 // Feature-major layout (pipeline/model/layers.py): z is the step's product, 4 blocks of n = units * batch
 // floats (the gates i, f, o, then the candidate g, each units x batch), c_prev one block. For every
 // element j of a block:
 //     i, f, o = sigmoid(z_i), sigmoid(z_f), sigmoid(z_o);  g = tanh(z_g)
 //     c = fma(f, c_prev, i * g);  tanh_c = tanh(c);  h = o * tanh_c
-// Outputs h, c, the activated gates [i, f, o, g] (4 blocks) and tanh_c: what the gradient
-// (pipeline/model/detgemm.py, in TensorFlow's elementwise ops) needs.
+// The gradient recomputes these from z and c_prev (the same operations, so the same bits: no saved
+// activations, which TensorFlow's tape would have to fill with zero gradients every step) and, given dh
+// and dc, computes what the cell's gradient in TensorFlow's elementwise ops computed, operation for
+// operation (each a separate multiply, subtract or add, in the same order; -ffp-contract=off):
+//     dc_total = dc + (dh * o) * (1 - tanh_c * tanh_c)
+//     dz = [((dc_total * g) * i) * (1 - i), ((dc_total * c_prev) * f) * (1 - f),
+//           ((dh * tanh_c) * o) * (1 - o), (dc_total * i) * (1 - g * g)];  dc_prev = dc_total * f
 //
 // tanh is Eigen's float approximation (clamped to +-7.9053, x itself below 4e-4, else a 13/6-degree odd
 // over even rational function, < 1e-6 from the true tanh), sigmoid(x) = fma(0.5, tanh(0.5 x), 0.5). Every
-// step is one IEEE operation (fma, multiply, divide, min, max, compare), so the 16-wide (AVX-512), 8-wide
-// (AVX2) and scalar paths round alike and give the same bits; one pass over memory instead of TensorFlow's
-// ten elementwise kernels per step. Runs on the caller's thread, under detgemm::FixedMxcsr.
+// step is one IEEE operation (fma, multiply, divide, add, subtract, min, max, compare), so the 16-wide
+// (AVX-512), 8-wide (AVX2) and scalar paths round alike and give the same bits; one pass over memory
+// instead of TensorFlow's ten (forward) and twenty-odd (gradient) elementwise kernels per step. Runs on the
+// caller's thread, under detgemm::FixedMxcsr (flush-to-zero and denormals-are-zero, as TensorFlow's
+// executor runs its own kernels).
 #include <immintrin.h>
 
 #include <cmath>
@@ -54,6 +61,8 @@ struct Scalar {
   static V Set(float x) { return x; }
   static V Fma(V a, V b, V c) { return std::fma(a, b, c); }
   static V Mul(V a, V b) { return a * b; }
+  static V Add(V a, V b) { return a + b; }
+  static V Sub(V a, V b) { return a - b; }
   static V Div(V a, V b) { return a / b; }
   static V Clamp(V x) { return x > kClamp ? kClamp : (x < -kClamp ? -kClamp : x); }
   static V TinyOr(V x, V otherwise) { return std::fabs(x) < kTiny ? x : otherwise; }
@@ -67,6 +76,8 @@ struct Avx2 {
   __attribute__((target("avx2,fma"))) static V Set(float x) { return _mm256_set1_ps(x); }
   __attribute__((target("avx2,fma"))) static V Fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   __attribute__((target("avx2,fma"))) static V Mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  __attribute__((target("avx2,fma"))) static V Add(V a, V b) { return _mm256_add_ps(a, b); }
+  __attribute__((target("avx2,fma"))) static V Sub(V a, V b) { return _mm256_sub_ps(a, b); }
   __attribute__((target("avx2,fma"))) static V Div(V a, V b) { return _mm256_div_ps(a, b); }
   __attribute__((target("avx2,fma"))) static V Clamp(V x) {
     return _mm256_max_ps(_mm256_min_ps(x, Set(kClamp)), Set(-kClamp));
@@ -85,6 +96,8 @@ struct Avx512 {
   __attribute__((target("avx512f"))) static V Set(float x) { return _mm512_set1_ps(x); }
   __attribute__((target("avx512f"))) static V Fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   __attribute__((target("avx512f"))) static V Mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  __attribute__((target("avx512f"))) static V Add(V a, V b) { return _mm512_add_ps(a, b); }
+  __attribute__((target("avx512f"))) static V Sub(V a, V b) { return _mm512_sub_ps(a, b); }
   __attribute__((target("avx512f"))) static V Div(V a, V b) { return _mm512_div_ps(a, b); }
   __attribute__((target("avx512f"))) static V Clamp(V x) {
     return _mm512_max_ps(_mm512_min_ps(x, Set(kClamp)), Set(-kClamp));
@@ -112,54 +125,95 @@ typename O::V Sigmoid(typename O::V x) {
   return O::Fma(half, Tanh<O>(O::Mul(half, x)), half);
 }
 
-// Elements [begin, end) of every block, `O::kWidth` at a time (end - begin a multiple of it).
-template <class O>
-void CellRange(int64_t begin, int64_t end, int64_t n, const float* z, const float* c_prev, float* h,
-               float* c, float* act, float* tanh_c) {
-  for (int64_t j = begin; j < end; j += O::kWidth) {
-    const auto i = Sigmoid<O>(O::Load(z + j)), f = Sigmoid<O>(O::Load(z + n + j));
-    const auto o = Sigmoid<O>(O::Load(z + 2 * n + j)), g = Tanh<O>(O::Load(z + 3 * n + j));
-    const auto cell = O::Fma(f, O::Load(c_prev + j), O::Mul(i, g));
-    const auto squashed = Tanh<O>(cell);
-    O::Store(act + j, i);
-    O::Store(act + n + j, f);
-    O::Store(act + 2 * n + j, o);
-    O::Store(act + 3 * n + j, g);
-    O::Store(c + j, cell);
-    O::Store(tanh_c + j, squashed);
-    O::Store(h + j, O::Mul(o, squashed));
+// The cell's forward pass: h, c and, where given (the tests' entry point), the activations and tanh_c.
+struct Forward {
+  const float *z, *c_prev;
+  float *h, *c, *act, *tanh_c;
+  // Elements [begin, end) of every block, `O::kWidth` at a time (end - begin a multiple of it).
+  template <class O>
+  void Run(int64_t begin, int64_t end, int64_t n) const {
+    for (int64_t j = begin; j < end; j += O::kWidth) {
+      const auto i = Sigmoid<O>(O::Load(z + j)), f = Sigmoid<O>(O::Load(z + n + j));
+      const auto o = Sigmoid<O>(O::Load(z + 2 * n + j)), g = Tanh<O>(O::Load(z + 3 * n + j));
+      const auto cell = O::Fma(f, O::Load(c_prev + j), O::Mul(i, g));
+      const auto squashed = Tanh<O>(cell);
+      O::Store(c + j, cell);
+      O::Store(h + j, O::Mul(o, squashed));
+      if (act != nullptr) {
+        O::Store(act + j, i);
+        O::Store(act + n + j, f);
+        O::Store(act + 2 * n + j, o);
+        O::Store(act + 3 * n + j, g);
+        O::Store(tanh_c + j, squashed);
+      }
+    }
   }
+};
+
+// The cell's gradient: the forward's activations recomputed, then the operations in the header's order.
+struct Backward {
+  const float *z, *c_prev, *dh, *dc;
+  float *dz, *dc_prev;
+  template <class O>
+  void Run(int64_t begin, int64_t end, int64_t n) const {
+    const auto one = O::Set(1.0f);
+    for (int64_t j = begin; j < end; j += O::kWidth) {
+      const auto i = Sigmoid<O>(O::Load(z + j)), f = Sigmoid<O>(O::Load(z + n + j));
+      const auto o = Sigmoid<O>(O::Load(z + 2 * n + j)), g = Tanh<O>(O::Load(z + 3 * n + j));
+      const auto previous = O::Load(c_prev + j);
+      const auto squashed = Tanh<O>(O::Fma(f, previous, O::Mul(i, g)));
+      const auto up_h = O::Load(dh + j);
+      const auto total = O::Add(O::Load(dc + j),
+                                O::Mul(O::Mul(up_h, o), O::Sub(one, O::Mul(squashed, squashed))));
+      O::Store(dz + j, O::Mul(O::Mul(O::Mul(total, g), i), O::Sub(one, i)));
+      O::Store(dz + n + j, O::Mul(O::Mul(O::Mul(total, previous), f), O::Sub(one, f)));
+      O::Store(dz + 2 * n + j, O::Mul(O::Mul(O::Mul(up_h, squashed), o), O::Sub(one, o)));
+      O::Store(dz + 3 * n + j, O::Mul(O::Mul(total, i), O::Sub(one, O::Mul(g, g))));
+      O::Store(dc_prev + j, O::Mul(total, f));
+    }
+  }
+};
+
+// Each ISA's loop: the generic code above inlined (flatten) and so compiled for the loop's target.
+template <class Pass>
+__attribute__((flatten)) void RunScalar(const Pass& pass, int64_t begin, int64_t n) {
+  pass.template Run<Scalar>(begin, n, n);
+}
+template <class Pass>
+__attribute__((target("avx2,fma"), flatten)) int64_t RunAvx2(const Pass& pass, int64_t n) {
+  const int64_t whole = n - n % Avx2::kWidth;
+  pass.template Run<Avx2>(0, whole, n);
+  return whole;
+}
+template <class Pass>
+__attribute__((target("avx512f"), flatten)) int64_t RunAvx512(const Pass& pass, int64_t n) {
+  const int64_t whole = n - n % Avx512::kWidth;
+  pass.template Run<Avx512>(0, whole, n);
+  return whole;
 }
 
-__attribute__((flatten)) void CellScalar(int64_t begin, int64_t n, const float* z, const float* c_prev,
-                                         float* h, float* c, float* act, float* tanh_c) {
-  CellRange<Scalar>(begin, n, n, z, c_prev, h, c, act, tanh_c);
-}
-__attribute__((target("avx2,fma"), flatten)) int64_t CellAvx2(int64_t n, const float* z, const float* c_prev,
-                                                              float* h, float* c, float* act, float* tanh_c) {
-  const int64_t whole = n - n % Avx2::kWidth;
-  CellRange<Avx2>(0, whole, n, z, c_prev, h, c, act, tanh_c);
-  return whole;
-}
-__attribute__((target("avx512f"), flatten)) int64_t CellAvx512(int64_t n, const float* z, const float* c_prev,
-                                                               float* h, float* c, float* act, float* tanh_c) {
-  const int64_t whole = n - n % Avx512::kWidth;
-  CellRange<Avx512>(0, whole, n, z, c_prev, h, c, act, tanh_c);
-  return whole;
+// A pass over n elements per block; the vector paths leave the last n % width to the scalar one.
+template <class Pass>
+Isa Run(Isa isa, int64_t n, const Pass& pass) {
+  isa = ResolveIsa(isa);
+  const FixedMxcsr fixed;
+  int64_t done = 0;
+  if (isa == kAvx512) done = RunAvx512(pass, n);
+  if (isa == kAvx2) done = RunAvx2(pass, n);
+  RunScalar(pass, done, n);
+  return isa;
 }
 
 }  // namespace
 
-// The cell over n elements per block; the vector paths leave the last n % width to the scalar one.
 Isa LstmCell(Isa isa, int64_t n, const float* z, const float* c_prev, float* h, float* c, float* act,
              float* tanh_c) {
-  isa = ResolveIsa(isa);
-  const FixedMxcsr fixed;
-  int64_t done = 0;
-  if (isa == kAvx512) done = CellAvx512(n, z, c_prev, h, c, act, tanh_c);
-  if (isa == kAvx2) done = CellAvx2(n, z, c_prev, h, c, act, tanh_c);
-  CellScalar(done, n, z, c_prev, h, c, act, tanh_c);
-  return isa;
+  return Run(isa, n, Forward{z, c_prev, h, c, act, tanh_c});
+}
+
+Isa LstmCellGrad(Isa isa, int64_t n, const float* z, const float* c_prev, const float* dh, const float* dc,
+                 float* dz, float* dc_prev) {
+  return Run(isa, n, Backward{z, c_prev, dh, dc, dz, dc_prev});
 }
 
 }  // namespace detgemm
@@ -169,67 +223,136 @@ using shape_inference::DimensionHandle;
 using shape_inference::InferenceContext;
 using shape_inference::ShapeHandle;
 
+namespace {
+
+// z (4 units, batch) and c_prev (units, batch): the shapes of both ops' first two inputs.
+absl::Status CellShapes(InferenceContext* c, ShapeHandle* z, ShapeHandle* c_prev) {
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, z));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, c_prev));
+  DimensionHandle batch, units4;
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(*z, 1), c->Dim(*c_prev, 1), &batch));
+  TF_RETURN_IF_ERROR(c->Multiply(c->Dim(*c_prev, 0), 4, &units4));
+  return c->Merge(c->Dim(*z, 0), units4, &units4);
+}
+
+bool CellShapesOk(OpKernelContext* ctx, const char* op, int inputs) {
+  const Tensor &z = ctx->input(0), &c_prev = ctx->input(1);
+  bool ok = z.dims() == 2 && c_prev.dims() == 2 && z.dim_size(1) == c_prev.dim_size(1) &&
+            z.dim_size(0) == 4 * c_prev.dim_size(0);
+  std::string shapes = absl::StrCat(z.shape().DebugString(), " ", c_prev.shape().DebugString());
+  for (int k = 2; k < inputs; ++k) {
+    ok = ok && ctx->input(k).shape() == c_prev.shape();
+    absl::StrAppend(&shapes, " ", ctx->input(k).shape().DebugString());
+  }
+  if (!ok)
+    ctx->SetStatus(absl::InvalidArgumentError(
+        absl::StrCat(op, ": z must be (4 units, batch), the others (units, batch), got ", shapes)));
+  return ok;
+}
+
+detgemm::Isa IsaAttr(OpKernelConstruction* ctx) {
+  std::string isa;
+  const absl::Status status = ctx->GetAttr("isa", &isa);
+  if (!status.ok()) ctx->SetStatus(status);
+  return detgemm::ParseIsa(isa.c_str());
+}
+
+const float* In(OpKernelContext* ctx, int k) { return ctx->input(k).flat<float>().data(); }
+
+float* Out(OpKernelContext* ctx, int k, const TensorShape& shape) {
+  Tensor* out = nullptr;
+  const absl::Status status = ctx->allocate_output(k, shape, &out);
+  if (!status.ok()) ctx->SetStatus(status);
+  return status.ok() ? out->flat<float>().data() : nullptr;
+}
+
+}  // namespace
+
 REGISTER_OP("DetLstmCell")
     .Input("z: float")
     .Input("c_prev: float")
     .Output("h: float")
     .Output("c: float")
-    .Output("activations: float")
-    .Output("tanh_c: float")
     .Attr("isa: {'auto', 'scalar', 'avx2', 'avx512'} = 'auto'")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle z, c_prev;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &z));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &c_prev));
-      DimensionHandle batch, units4;
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(z, 1), c->Dim(c_prev, 1), &batch));
-      TF_RETURN_IF_ERROR(c->Multiply(c->Dim(c_prev, 0), 4, &units4));
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(z, 0), units4, &units4));
+      TF_RETURN_IF_ERROR(CellShapes(c, &z, &c_prev));
       c->set_output(0, c_prev);
       c->set_output(1, c_prev);
-      c->set_output(2, z);
-      c->set_output(3, c_prev);
       return absl::OkStatus();
     })
     .Doc(R"doc(
 LSTM cell, elementwise, feature-major: z (4 units x batch: gates i, f, o, candidate g) and c_prev
-(units x batch) -> h, c, the activated gates, tanh(c). Same bits on every x86-64 CPU. Single-threaded.
+(units x batch) -> h, c. Same bits on every x86-64 CPU. Single-threaded.
 )doc");
 
 class DetLstmCellOp : public OpKernel {
  public:
-  explicit DetLstmCellOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    std::string isa;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("isa", &isa));
-    isa_ = detgemm::ParseIsa(isa.c_str());
-  }
+  explicit DetLstmCellOp(OpKernelConstruction* ctx) : OpKernel(ctx), isa_(IsaAttr(ctx)) {}
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& z = ctx->input(0);
-    const Tensor& c_prev = ctx->input(1);
-    OP_REQUIRES(ctx, z.dims() == 2 && c_prev.dims() == 2 && z.dim_size(1) == c_prev.dim_size(1) &&
-                         z.dim_size(0) == 4 * c_prev.dim_size(0),
-                absl::InvalidArgumentError(absl::StrCat("DetLstmCell: z must be (4 units, batch) and c_prev (units, batch), got ",
-                                                        z.shape().DebugString(), " ", c_prev.shape().DebugString())));
-    Tensor *h, *c, *act, *tanh_c;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, c_prev.shape(), &h));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, c_prev.shape(), &c));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, z.shape(), &act));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, c_prev.shape(), &tanh_c));
-    detgemm::LstmCell(isa_, c_prev.NumElements(), z.flat<float>().data(), c_prev.flat<float>().data(),
-                      h->flat<float>().data(), c->flat<float>().data(), act->flat<float>().data(),
-                      tanh_c->flat<float>().data());
+    if (!CellShapesOk(ctx, "DetLstmCell", 2)) return;
+    const TensorShape& shape = ctx->input(1).shape();
+    float *h = Out(ctx, 0, shape), *c = Out(ctx, 1, shape);
+    if (h == nullptr || c == nullptr) return;
+    detgemm::LstmCell(isa_, shape.num_elements(), In(ctx, 0), In(ctx, 1), h, c, nullptr, nullptr);
   }
 
  private:
-  detgemm::Isa isa_ = detgemm::kAuto;
+  const detgemm::Isa isa_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("DetLstmCell").Device(DEVICE_CPU), DetLstmCellOp);
 
-// For tests, through ctypes: the cell called directly on the caller's thread (outside TensorFlow's
-// executor); n elements per block; returns the ISA used.
+REGISTER_OP("DetLstmCellGrad")
+    .Input("z: float")
+    .Input("c_prev: float")
+    .Input("dh: float")
+    .Input("dc: float")
+    .Output("dz: float")
+    .Output("dc_prev: float")
+    .Attr("isa: {'auto', 'scalar', 'avx2', 'avx512'} = 'auto'")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle z, c_prev, merged;
+      TF_RETURN_IF_ERROR(CellShapes(c, &z, &c_prev));
+      TF_RETURN_IF_ERROR(c->Merge(c_prev, c->input(2), &merged));
+      TF_RETURN_IF_ERROR(c->Merge(merged, c->input(3), &merged));
+      c->set_output(0, z);
+      c->set_output(1, merged);
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+DetLstmCell's gradient: from its inputs z and c_prev and the gradients dh, dc of its outputs, dz and
+dc_prev in one pass (the activations recomputed). Same bits on every x86-64 CPU. Single-threaded.
+)doc");
+
+class DetLstmCellGradOp : public OpKernel {
+ public:
+  explicit DetLstmCellGradOp(OpKernelConstruction* ctx) : OpKernel(ctx), isa_(IsaAttr(ctx)) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    if (!CellShapesOk(ctx, "DetLstmCellGrad", 4)) return;
+    const TensorShape& shape = ctx->input(1).shape();
+    float *dz = Out(ctx, 0, ctx->input(0).shape()), *dc_prev = Out(ctx, 1, shape);
+    if (dz == nullptr || dc_prev == nullptr) return;
+    detgemm::LstmCellGrad(isa_, shape.num_elements(), In(ctx, 0), In(ctx, 1), In(ctx, 2), In(ctx, 3), dz,
+                          dc_prev);
+  }
+
+ private:
+  const detgemm::Isa isa_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("DetLstmCellGrad").Device(DEVICE_CPU), DetLstmCellGradOp);
+
+// For tests, through ctypes: the cell and its gradient called directly on the caller's thread (outside
+// TensorFlow's executor); n elements per block; each returns the ISA used.
 extern "C" const char* detgemm_lstm_cell(const char* isa, int64_t n, const float* z, const float* c_prev,
                                          float* h, float* c, float* act, float* tanh_c) {
   return detgemm::IsaName(detgemm::LstmCell(detgemm::ParseIsa(isa), n, z, c_prev, h, c, act, tanh_c));
+}
+extern "C" const char* detgemm_lstm_cell_grad(const char* isa, int64_t n, const float* z, const float* c_prev,
+                                              const float* dh, const float* dc, float* dz, float* dc_prev) {
+  return detgemm::IsaName(
+      detgemm::LstmCellGrad(detgemm::ParseIsa(isa), n, z, c_prev, dh, dc, dz, dc_prev));
 }

@@ -19,72 +19,57 @@ namespace detgemm {
 namespace {
 
 // ---------------------------------------------------------------------------
-// Packing (ISA independent, pure data movement, zero padding).
-//  Ap: [ceil(M/MR)][K][MR]   Ap[p][k][r] = opA(A)[p*MR + r, k]   (0 if row>=M)
-//  Bp: [ceil(N/NR)][K][NR]   Bp[p][k][c] = opB(B)[k, p*NR + c]   (0 if col>=N)
-// Padded rows/columns are separate lanes/chains and are discarded, so they
-// cannot influence any valid output element.
+// Packing: pure data movement into zero-padded panels, so that a micro-kernel reads its operand
+// contiguously, in the order it uses it. Padded rows and columns are separate chains whose results are
+// discarded: they cannot influence any valid element.
+//  B panels (columns p*NR...):  Bp[p][k][c] = opB(B)[k, p*NR + c]   (every product)
+//  A panel (rows i0..i0+MR):    Ap[k][r] = opA(A)[i0 + r, k]         (only a last, partial row panel;
+//                               whole panels are read in place: see RunTiled)
 // ---------------------------------------------------------------------------
-void PackA(bool ta, int64_t M, int64_t K, const float* A, int64_t lda, int MR,
-           float* Ap) {
-  const int64_t mp = (M + MR - 1) / MR;
-  for (int64_t p = 0; p < mp; ++p) {
-    float* dst = Ap + p * K * MR;
-    const int64_t i0 = p * MR;
-    const int rows = static_cast<int>(M - i0 < MR ? M - i0 : MR);
-    if (!ta) {
-      for (int r = 0; r < rows; ++r) {
-        const float* src = A + (i0 + r) * lda;
-        for (int64_t k = 0; k < K; ++k) dst[k * MR + r] = src[k];
-      }
-      for (int r = rows; r < MR; ++r)
-        for (int64_t k = 0; k < K; ++k) dst[k * MR + r] = 0.0f;
-    } else {
-      for (int64_t k = 0; k < K; ++k) {
-        const float* src = A + k * lda + i0;
-        float* d = dst + k * MR;
-        std::memcpy(d, src, sizeof(float) * rows);
-        for (int r = rows; r < MR; ++r) d[r] = 0.0f;
-      }
-    }
+
+// dst[k * width + c] = src[k * ld + c] for c < cols, 0 up to width (k < K).
+void PackStraight(const float* src, int64_t ld, int cols, int64_t K, int width, float* dst) {
+  for (int64_t k = 0; k < K; ++k) {
+    const float* s = src + k * ld;
+    float* d = dst + k * width;
+    for (int c = 0; c < cols; ++c) d[c] = s[c];  // a loop, not memcpy: a call costs more than 16 floats
+    for (int c = cols; c < width; ++c) d[c] = 0.0f;
   }
 }
 
-void PackB(bool tb, int64_t N, int64_t K, const float* B, int64_t ldb, int NR,
-           float* Bp) {
-  const int64_t np = (N + NR - 1) / NR;
-  for (int64_t p = 0; p < np; ++p) {
-    float* dst = Bp + p * K * NR;
-    const int64_t j0 = p * NR;
-    const int cols = static_cast<int>(N - j0 < NR ? N - j0 : NR);
-    if (!tb) {
-      for (int64_t k = 0; k < K; ++k) {
-        float* d = dst + k * NR;
-        std::memcpy(d, B + k * ldb + j0, sizeof(float) * cols);
-        for (int c = cols; c < NR; ++c) d[c] = 0.0f;
-      }
-    } else {
-      for (int c = 0; c < cols; ++c) {
-        const float* src = B + (j0 + c) * ldb;
-        for (int64_t k = 0; k < K; ++k) dst[k * NR + c] = src[k];
-      }
-      for (int c = cols; c < NR; ++c)
-        for (int64_t k = 0; k < K; ++k) dst[k * NR + c] = 0.0f;
+// dst[k * width + r] = src[r * ld + k] for r < rows, 0 up to width (k < K): 4 x 4 blocks transposed in
+// SSE registers (every x86-64 CPU has SSE), the edges one by one.
+void PackTransposed(const float* src, int64_t ld, int rows, int64_t K, int width, float* dst) {
+  for (int64_t k = 0; k < K; ++k)
+    for (int r = rows; r < width; ++r) dst[k * width + r] = 0.0f;
+  int r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    const float* s = src + r * ld;
+    int64_t k = 0;
+    for (; k + 4 <= K; k += 4) {
+      __m128 x0 = _mm_loadu_ps(s + k), x1 = _mm_loadu_ps(s + ld + k);
+      __m128 x2 = _mm_loadu_ps(s + 2 * ld + k), x3 = _mm_loadu_ps(s + 3 * ld + k);
+      _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+      _mm_storeu_ps(dst + k * width + r, x0);
+      _mm_storeu_ps(dst + (k + 1) * width + r, x1);
+      _mm_storeu_ps(dst + (k + 2) * width + r, x2);
+      _mm_storeu_ps(dst + (k + 3) * width + r, x3);
     }
+    for (; k < K; ++k)
+      for (int i = 0; i < 4; ++i) dst[k * width + r + i] = s[i * ld + k];
   }
+  for (; r < rows; ++r)
+    for (int64_t k = 0; k < K; ++k) dst[k * width + r] = src[r * ld + k];
 }
 
 // ---------------------------------------------------------------------------
-// Micro-kernels: C tile (MR x NR, leading dim ldc) = Ap_panel^T-ish * Bp_panel
+// Micro-kernels: C tile (MR x NR, leading dim ldc) from MR rows of opA(A) and a B panel [K][NR]:
 // acc starts at +0.0f, then acc = fma(a, b, acc) for k = 0..K-1 in order.
 // ---------------------------------------------------------------------------
 template <int MR, int NV, bool ROWA>
 __attribute__((target("avx512f"))) void KernAvx512(const float* __restrict Ap, int64_t lda,
-                                                   const float* __restrict Bp,
-                                                   int64_t K,
-                                                   float* __restrict C,
-                                                   int64_t ldc) {
-  constexpr int NR = 16 * NV;
+                                                   const float* __restrict Bp, int64_t ldb, int64_t K,
+                                                   float* __restrict C, int64_t ldc) {
   __m512 acc[MR][NV];
 #pragma GCC unroll 32
   for (int r = 0; r < MR; ++r)
@@ -93,29 +78,24 @@ __attribute__((target("avx512f"))) void KernAvx512(const float* __restrict Ap, i
   for (int64_t k = 0; k < K; ++k) {
     __m512 b[NV];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(Bp + k * NR + 16 * v);
+    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(Bp + k * ldb + 16 * v);
 #pragma GCC unroll 32
     for (int r = 0; r < MR; ++r) {
       const __m512 a = _mm512_set1_ps(ROWA ? Ap[r * lda + k] : Ap[k * lda + r]);
 #pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v)
-        acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
     }
   }
 #pragma GCC unroll 32
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v)
-      _mm512_storeu_ps(C + r * ldc + 16 * v, acc[r][v]);
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(C + r * ldc + 16 * v, acc[r][v]);
 }
 
 template <int MR, int NV, bool ROWA>
 __attribute__((target("avx2,fma"))) void KernAvx2(const float* __restrict Ap, int64_t lda,
-                                                  const float* __restrict Bp,
-                                                  int64_t K,
-                                                  float* __restrict C,
-                                                  int64_t ldc) {
-  constexpr int NR = 8 * NV;
+                                                  const float* __restrict Bp, int64_t ldb, int64_t K,
+                                                  float* __restrict C, int64_t ldc) {
   __m256 acc[MR][NV];
 #pragma GCC unroll 32
   for (int r = 0; r < MR; ++r)
@@ -124,30 +104,29 @@ __attribute__((target("avx2,fma"))) void KernAvx2(const float* __restrict Ap, in
   for (int64_t k = 0; k < K; ++k) {
     __m256 b[NV];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) b[v] = _mm256_loadu_ps(Bp + k * NR + 8 * v);
+    for (int v = 0; v < NV; ++v) b[v] = _mm256_loadu_ps(Bp + k * ldb + 8 * v);
 #pragma GCC unroll 32
     for (int r = 0; r < MR; ++r) {
       const __m256 a = _mm256_broadcast_ss(ROWA ? Ap + r * lda + k : Ap + k * lda + r);
 #pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v)
-        acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
     }
   }
 #pragma GCC unroll 32
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v)
-      _mm256_storeu_ps(C + r * ldc + 8 * v, acc[r][v]);
+    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(C + r * ldc + 8 * v, acc[r][v]);
 }
 
-using KernFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t);
+using KernFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t);
 
 struct KernDesc {
-  KernFn fn_row;  // A element (r,k) at A[r*lda + k]  (transpose_a = false, unpacked)
-  KernFn fn_col;  // A element (r,k) at A[k*lda + r]  (transpose_a = true, or packed panel)
+  KernFn fn_row;  // A element (r,k) at A[r*lda + k]  (transpose_a = false, in place)
+  KernFn fn_col;  // A element (r,k) at A[k*lda + r]  (transpose_a = true, or a packed panel)
   int MR;
   int NR;
 };
+constexpr int kMaxTile = 256;  // floats: >= MR * NR of every blocking below
 
 // Thread-local packing buffers (the op is single-threaded per call).
 struct Scratch {
@@ -158,47 +137,49 @@ Scratch& GetScratch() {
   return s;
 }
 
-void RunTiled(const KernDesc& kd, bool ta, bool tb, int64_t M, int64_t N,
-              int64_t K, const float* A, int64_t lda, const float* B,
-              int64_t ldb, float* C, int64_t ldc) {
+void RunTiled(const KernDesc& kd, bool direct_b, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A,
+              int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc) {
   const int MR = kd.MR, NR = kd.NR;
   const int64_t mp = (M + MR - 1) / MR, np = (N + NR - 1) / NR;
   Scratch& s = GetScratch();
-  // A is NOT packed (kernels broadcast straight from A, row- or column-strided);
-  // only a partial last row panel is copied into a zero-padded MR x K buffer.
   if (s.a.size() < static_cast<size_t>(MR * K)) s.a.resize(MR * K);
   if (s.b.size() < static_cast<size_t>(np * NR * K)) s.b.resize(np * NR * K);
-  PackB(tb, N, K, B, ldb, NR, s.b.data());
-  alignas(64) float tile[32 * 64];  // >= MR*NR for every variant below
-  // A micro-panel (K*MR floats) stays in L1 across the inner j loop; the packed
-  // B (K*N floats, <= 1 MiB for the shapes of interest) streams from L2.
+  // B packed once (a transposed B through 4 x 4 register transposes): read in order by every row panel.
+  for (int64_t jp = 0; jp < np; ++jp) {
+    const int64_t j0 = jp * NR;
+    const int cols = static_cast<int>(N - j0 < NR ? N - j0 : NR);
+    float* bp = s.b.data() + jp * K * NR;
+    if (direct_b && cols == NR) continue;
+    if (tb) PackTransposed(B + j0 * ldb, ldb, cols, K, NR, bp);
+    else PackStraight(B + j0, ldb, cols, K, NR, bp);
+  }
+  alignas(64) float tile[kMaxTile];
+  // Whole row panels of A are read in place: MR consecutive floats per k (transpose_a), or MR rows
+  // (few, so that their pointers stay in registers and their streams in the prefetchers); packing them
+  // cost more than it saved at every shape measured. The packed B streams from L2 for each.
   for (int64_t ip = 0; ip < mp; ++ip) {
     const int64_t i0 = ip * MR;
-    const int64_t rows = M - i0 < MR ? M - i0 : MR;
-    const float* ap;
-    int64_t alda;
-    KernFn fn;
-    if (rows == MR) {
-      ap = ta ? A + i0 : A + i0 * lda;
-      alda = lda;
-      fn = ta ? kd.fn_col : kd.fn_row;
-    } else {
-      PackA(ta, rows, K, ta ? A + i0 : A + i0 * lda, lda, MR, s.a.data());
-      ap = s.a.data();
-      alda = MR;
-      fn = kd.fn_col;
+    const int rows = static_cast<int>(M - i0 < MR ? M - i0 : MR);
+    const float* ap = ta ? A + i0 : A + i0 * lda;
+    int64_t alda = lda;
+    KernFn fn = ta ? kd.fn_col : kd.fn_row;
+    if (rows < MR) {  // the last rows, zero-padded to a whole panel
+      if (ta) PackStraight(ap, lda, rows, K, MR, s.a.data());
+      else PackTransposed(ap, lda, rows, K, MR, s.a.data());
+      ap = s.a.data(), alda = MR, fn = kd.fn_col;
     }
     for (int64_t jp = 0; jp < np; ++jp) {
       const int64_t j0 = jp * NR;
       const int64_t cols = N - j0 < NR ? N - j0 : NR;
-      const float* bp = s.b.data() + jp * K * NR;
+      const bool in_place = direct_b && cols == NR;
+      const float* bp = in_place ? B + j0 : s.b.data() + jp * K * NR;
+      const int64_t bld = in_place ? ldb : NR;
       if (rows == MR && cols == NR) {
-        fn(ap, alda, bp, K, C + i0 * ldc + j0, ldc);
+        fn(ap, alda, bp, bld, K, C + i0 * ldc + j0, ldc);
       } else {
-        fn(ap, alda, bp, K, tile, NR);
+        fn(ap, alda, bp, bld, K, tile, NR);
         for (int64_t r = 0; r < rows; ++r)
-          std::memcpy(C + (i0 + r) * ldc + j0, tile + r * NR,
-                      sizeof(float) * cols);
+          std::memcpy(C + (i0 + r) * ldc + j0, tile + r * NR, sizeof(float) * cols);
       }
     }
   }
@@ -224,18 +205,15 @@ void GemmScalar(bool ta, bool tb, int64_t M, int64_t N, int64_t K,
   }
 }
 
-// Register blockings (MR rows x NR columns), chosen by N: the widest for most
-// products, a narrow one for the logits (N <= 16 or 8). The prototype's tuning
-// (bench/detgemm_prototype, removed) found these fastest; any blocking gives
-// the same bits, since it only decides which chains run side by side.
-const KernDesc kAvx512Wide[] = {
-    {KernAvx512<12, 2, true>, KernAvx512<12, 2, false>, 12, 32},
-    {KernAvx512<24, 1, true>, KernAvx512<24, 1, false>, 24, 16},
-};
-const KernDesc kAvx2Wide[] = {
-    {KernAvx2<6, 2, true>, KernAvx2<6, 2, false>, 6, 16},
-    {KernAvx2<12, 1, true>, KernAvx2<12, 1, false>, 12, 8},
-};
+// Register blockings (MR rows x NR columns), measured fastest at the layers' shapes (2-core AMD EPYC,
+// Zen 4; docs/numerics.md): AVX-512 16 x 16 where a row panel of A is 16 consecutive floats per k
+// (transpose_a), else 8 rows x 32 columns, or 8 x 16 when N <= 16 (no zero columns); AVX2 6 x 16. Any
+// blocking gives the same bits: it only decides which chains run side by side.
+const KernDesc kAvx512Columns = {KernAvx512<16, 1, true>, KernAvx512<16, 1, false>, 16, 16};
+const KernDesc kAvx512Rows = {KernAvx512<8, 2, true>, KernAvx512<8, 2, false>, 8, 32};
+const KernDesc kAvx512RowsNarrow = {KernAvx512<8, 1, true>, KernAvx512<8, 1, false>, 8, 16};
+const KernDesc kAvx2Blocking = {KernAvx2<6, 2, true>, KernAvx2<6, 2, false>, 6, 16};
+static_assert(16 * 16 <= kMaxTile && 8 * 32 <= kMaxTile && 6 * 16 <= kMaxTile, "tile buffer too small");
 
 Isa BestIsa() {
   static const Isa isa = [] {
@@ -283,10 +261,14 @@ Isa Gemm(Isa isa, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
     return isa;
   }
   const FixedMxcsr fixed;
+  // B is read in place (whole column panels) unless transposed or its rows are a multiple of 2 KiB
+  // apart (every k's load would then fall in the same few L1 sets), and for AVX2 also A (slower there).
+  const bool b_in_place = !tb && ldb % 512 != 0;
   if (isa == kAvx512) {
-    RunTiled(kAvx512Wide[N <= 16 ? 1 : 0], ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    const KernDesc& blocking = ta ? kAvx512Columns : N <= 16 ? kAvx512RowsNarrow : kAvx512Rows;
+    RunTiled(blocking, b_in_place, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
   } else if (isa == kAvx2) {
-    RunTiled(kAvx2Wide[N <= 8 ? 1 : 0], ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    RunTiled(kAvx2Blocking, b_in_place && !ta, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
   } else {
     GemmScalar(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
   }

@@ -61,8 +61,13 @@ Isa Gemm(Isa isa, bool transpose_a, bool transpose_b, int64_t M, int64_t N,
          float* C, int64_t ldc);
 
 // An LSTM cell's elementwise part over n elements per block (detgemm_cell.cc, op "DetLstmCell"):
-// z holds the 4 blocks i, f, o, g; writes h, c, tanh_c (n each) and the activated gates (4 n).
+// z holds the 4 blocks i, f, o, g; writes h, c (n each) and, unless act is null, the activated gates
+// (4 n) and tanh_c (n).
 Isa LstmCell(Isa isa, int64_t n, const float* z, const float* c_prev, float* h, float* c, float* act,
              float* tanh_c);
+// Its gradient (op "DetLstmCellGrad"): from z, c_prev and the gradients dh, dc of h and c, writes dz (4 n)
+// and dc_prev (n), with the same operations as the cell's gradient in TensorFlow's elementwise ops.
+Isa LstmCellGrad(Isa isa, int64_t n, const float* z, const float* c_prev, const float* dh, const float* dc,
+                 float* dz, float* dc_prev);
 
 }  // namespace detgemm

@@ -1,7 +1,10 @@
-// TensorFlow custom op "DetMatMul": float32 C = op(A) @ op(B) with CPU-independent
-// bits (see detgemm_kernel.h). Rank 2 inputs, or rank 3 with equal batch dim.
-// Built by the Makefile (make setup) into _detgemm.so; loaded by pipeline/model/detgemm.py,
-// which also registers the gradient (each again one DetMatMul).
+// TensorFlow custom ops for products with CPU-independent bits (see detgemm_kernel.h):
+//  "DetMatMul": float32 C = op(A) @ op(B). Rank 2 inputs, or rank 3 with equal batch dim. Its gradient
+//    (pipeline/model/detgemm.py) is DetMatMuls again.
+//  "DetGates" and its gradient "DetGatesGrad": an LSTM step's gate products (below).
+// Built by the Makefile (make setup) into _detgemm.so; loaded by pipeline/model/detgemm.py, which also
+// registers the gradients.
+#include <algorithm>
 #include <cstring>
 
 #include "detgemm_kernel.h"
@@ -104,6 +107,160 @@ class DetMatMulOp : public OpKernel {
 };
 
 REGISTER_KERNEL_BUILDER(Name("DetMatMul").Device(DEVICE_CPU), DetMatMulOp);
+
+// "DetGates": an LSTM step's gate products, feature-major: z = weightsᵀ · [x; h; 1], with weights
+// (features + units + 1, gates) (the input kernel, the recurrent kernel and the bias stacked), x
+// (features, batch), h (units, batch): the DetMatMul of weights (transposed) and the inputs stacked with
+// a row of ones, without the stacking as an op of its own. "DetGatesGrad" gives, from dz (gates, batch),
+// d weights = [x; h; 1] · dzᵀ and dx, dh: the rows of weights · dz that they are (dx only if asked, and
+// no row for the ones). Every element is the chain the DetMatMuls of the stacked inputs computed (the
+// same terms, in the same order), so the bits are theirs; what is saved is the stacking, the slicing of
+// its gradient and the rows of weights · dz that nothing uses.
+namespace {
+
+bool GatesShapesOk(OpKernelContext* ctx, const char* op) {
+  const Tensor &w = ctx->input(0), &x = ctx->input(1), &h = ctx->input(2);
+  bool ok = w.dims() == 2 && x.dims() == 2 && h.dims() == 2 && x.dim_size(1) == h.dim_size(1) &&
+            w.dim_size(0) == x.dim_size(0) + h.dim_size(0) + 1;
+  std::string shapes = absl::StrCat(w.shape().DebugString(), " ", x.shape().DebugString(), " ",
+                                    h.shape().DebugString());
+  if (ctx->num_inputs() > 3) {
+    const Tensor& dz = ctx->input(3);
+    ok = ok && dz.dims() == 2 && dz.dim_size(0) == w.dim_size(1) && dz.dim_size(1) == x.dim_size(1);
+    absl::StrAppend(&shapes, " ", dz.shape().DebugString());
+  }
+  if (!ok)
+    ctx->SetStatus(absl::InvalidArgumentError(absl::StrCat(
+        op, ": weights must be (features + units + 1, gates), x (features, batch), h (units, batch)",
+        ctx->num_inputs() > 3 ? ", dz (gates, batch)" : "", "; got ", shapes)));
+  return ok;
+}
+
+// [x; h; a row of ones] into a temporary tensor.
+const float* Stacked(OpKernelContext* ctx, Tensor* stacked) {
+  const Tensor &x = ctx->input(1), &h = ctx->input(2);
+  const int64_t batch = x.dim_size(1), features = x.dim_size(0), units = h.dim_size(0);
+  const absl::Status status =
+      ctx->allocate_temp(DT_FLOAT, TensorShape({features + units + 1, batch}), stacked);
+  if (!status.ok()) {
+    ctx->SetStatus(status);
+    return nullptr;
+  }
+  float* out = stacked->flat<float>().data();
+  std::memcpy(out, x.flat<float>().data(), sizeof(float) * features * batch);
+  std::memcpy(out + features * batch, h.flat<float>().data(), sizeof(float) * units * batch);
+  std::fill(out + (features + units) * batch, out + (features + units + 1) * batch, 1.0f);
+  return out;
+}
+
+detgemm::Isa IsaOf(OpKernelConstruction* ctx) {
+  std::string isa;
+  const absl::Status status = ctx->GetAttr("isa", &isa);
+  if (!status.ok()) ctx->SetStatus(status);
+  return detgemm::ParseIsa(isa.c_str());
+}
+
+}  // namespace
+
+REGISTER_OP("DetGates")
+    .Input("weights: float")
+    .Input("x: float")
+    .Input("h: float")
+    .Output("z: float")
+    .Attr("isa: {'auto', 'scalar', 'avx2', 'avx512'} = 'auto'")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle w, x, h;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &w));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &x));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &h));
+      DimensionHandle batch;
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(x, 1), c->Dim(h, 1), &batch));
+      c->set_output(0, c->Matrix(c->Dim(w, 1), batch));
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+An LSTM step's gate products weightsᵀ · [x; h; 1] (DetMatMul's bits). Single-threaded.
+)doc");
+
+class DetGatesOp : public OpKernel {
+ public:
+  explicit DetGatesOp(OpKernelConstruction* ctx) : OpKernel(ctx) { isa_ = IsaOf(ctx); }
+
+  void Compute(OpKernelContext* ctx) override {
+    if (!GatesShapesOk(ctx, "DetGates")) return;
+    const Tensor& w = ctx->input(0);
+    const int64_t inputs = w.dim_size(0), gates = w.dim_size(1), batch = ctx->input(1).dim_size(1);
+    Tensor stacked_tensor, *z = nullptr;
+    const float* stacked = Stacked(ctx, &stacked_tensor);
+    if (stacked == nullptr) return;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({gates, batch}), &z));
+    detgemm::Gemm(isa_, true, false, gates, batch, inputs, w.flat<float>().data(), gates, stacked, batch,
+                  z->flat<float>().data(), batch);
+  }
+
+ private:
+  detgemm::Isa isa_ = detgemm::kAuto;
+};
+
+REGISTER_KERNEL_BUILDER(Name("DetGates").Device(DEVICE_CPU), DetGatesOp);
+
+REGISTER_OP("DetGatesGrad")
+    .Input("weights: float")
+    .Input("x: float")
+    .Input("h: float")
+    .Input("dz: float")
+    .Output("d_weights: float")
+    .Output("dx: float")
+    .Output("dh: float")
+    .Attr("with_dx: bool = true")
+    .Attr("isa: {'auto', 'scalar', 'avx2', 'avx512'} = 'auto'")
+    .SetShapeFn([](InferenceContext* c) {
+      bool with_dx;
+      TF_RETURN_IF_ERROR(c->GetAttr("with_dx", &with_dx));
+      c->set_output(0, c->input(0));
+      c->set_output(1, with_dx ? c->input(1) : c->Matrix(0, c->Dim(c->input(1), 1)));
+      c->set_output(2, c->input(2));
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+DetGates' gradient: d weights = [x; h; 1] · dzᵀ, and dx, dh (the rows of weights · dz). dx has no rows
+unless with_dx. Single-threaded.
+)doc");
+
+class DetGatesGradOp : public OpKernel {
+ public:
+  explicit DetGatesGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    isa_ = IsaOf(ctx);
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("with_dx", &with_dx_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    if (!GatesShapesOk(ctx, "DetGatesGrad")) return;
+    const Tensor &w = ctx->input(0), &x = ctx->input(1), &h = ctx->input(2), &dz = ctx->input(3);
+    const int64_t inputs = w.dim_size(0), gates = w.dim_size(1), batch = x.dim_size(1);
+    const int64_t features = x.dim_size(0), units = h.dim_size(0);
+    Tensor stacked_tensor, *dw = nullptr, *dx = nullptr, *dh = nullptr;
+    const float* stacked = Stacked(ctx, &stacked_tensor);
+    if (stacked == nullptr) return;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, w.shape(), &dw));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({with_dx_ ? features : 0, batch}), &dx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, h.shape(), &dh));
+    const float *pw = w.flat<float>().data(), *pdz = dz.flat<float>().data();
+    detgemm::Gemm(isa_, false, true, inputs, gates, batch, stacked, batch, pdz, batch, dw->flat<float>().data(),
+                  gates);
+    if (with_dx_)
+      detgemm::Gemm(isa_, false, false, features, batch, gates, pw, gates, pdz, batch, dx->flat<float>().data(),
+                    batch);
+    detgemm::Gemm(isa_, false, false, units, batch, gates, pw + features * gates, gates, pdz, batch,
+                  dh->flat<float>().data(), batch);
+  }
+
+ private:
+  detgemm::Isa isa_ = detgemm::kAuto;
+  bool with_dx_ = true;
+};
+
+REGISTER_KERNEL_BUILDER(Name("DetGatesGrad").Device(DEVICE_CPU), DetGatesGradOp);
 
 // What the build was made from, found in the file's bytes by pipeline/model/detgemm.py
 // before it loads the library (the Makefile passes both): the sha256 of this
