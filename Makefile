@@ -16,7 +16,7 @@ DETGEMM_SOURCES := $(sort $(wildcard pipeline/model/native/detgemm_*.cc pipeline
 # DVC stages run `python -m pipeline.…`: the virtual environment's python must come first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup python repro test lint browser qemu compiler bench team-up team-down team-status
+.PHONY: setup python repro test lint browser qemu compiler bench team-up team-down team-status team-user team-backup team-restore
 .DEFAULT_GOAL := repro
 
 setup: $(VENV)/.installed $(DETGEMM)
@@ -72,8 +72,9 @@ bench: setup
 	python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	python -m bench.benchmark $(BENCH_ARGS)
 
-# The team stack on 127.0.0.1 (pipeline/team/): PostgreSQL, an S3 server, `mlflow server` with basic-auth;
-# state, data and secrets in .team/ (or $$PIPELINE_TEAM_DIR). Then: source .team/env
+# The team stack (pipeline/team/, docs/team.md): PostgreSQL, an S3 server, `mlflow server` with basic-auth, over
+# TLS, on 127.0.0.1 unless PIPELINE_TEAM_BIND says otherwise; state, data and secrets in .team/ (or
+# $$PIPELINE_TEAM_DIR). Then: source .team/env (or a person's .team/users/NAME.env).
 team-up: setup
 	python -m pipeline.team up
 
@@ -82,3 +83,15 @@ team-down: setup
 
 team-status: setup
 	python -m pipeline.team status
+
+# make team-user NAME=alice ROLE=viewer|trainer; NAME and ROLE reach the command through the environment
+# (make exports command-line variables), never through the shell's parsing.
+team-user: setup
+	python -m pipeline.team user "$$NAME" "$$ROLE"
+
+# A snapshot under .team/backups/ (its path on the last line); make team-restore BACKUP=<path> with the stack down.
+team-backup: setup
+	python -m pipeline.team backup
+
+team-restore: setup
+	python -m pipeline.team restore "$$BACKUP"

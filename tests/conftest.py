@@ -26,6 +26,8 @@ from filelock import FileLock
 ROOT = Path(__file__).resolve().parents[1]
 # The test seam for kill -9 at an exact point of training (tests/faults/sitecustomize.py).
 FAULTS = ROOT / "tests" / "faults"
+# The team stack's fixtures live beside this file.
+pytest_plugins = ["team_fixtures"]
 
 
 def kill_at(point: str) -> dict[str, str]:
@@ -75,6 +77,23 @@ def small_model(params_raw: dict) -> Callable[..., Any]:
         return recurrent_classifier(inputs, inputs, parse_params(raw).mnist, classes=4, name="small")
 
     return build
+
+
+@pytest.fixture(scope="session")
+def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store with its schema migrated, made once: creating one costs seconds."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("migrated") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def store_uri(tmp_path: Path, migrated_store: Path) -> str:
+    """A fresh, empty SQLite tracking store of this test's own (a copy of the migrated one)."""
+    shutil.copyfile(migrated_store, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path}/mlflow.db"
 
 
 @pytest.fixture(scope="session")

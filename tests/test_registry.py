@@ -23,8 +23,8 @@ class Echo(mlflow.pyfunc.PythonModel):
 
 
 @pytest.fixture
-def store(tmp_path):
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+def store(store_uri):
+    mlflow.set_tracking_uri(store_uri)
     yield MlflowClient()
     mlflow.set_tracking_uri("")
 

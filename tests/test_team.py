@@ -1,55 +1,47 @@
 """The team stack for real (pipeline.team): PostgreSQL, SeaweedFS's S3 server and `mlflow server` with
-basic-auth on free loopback ports, the pipeline run against it from several clones, and its faults.
+basic-auth over TLS on free loopback ports, the pipeline run against it from several clones, and its faults.
+Its people and roles: tests/test_team_people.py; backup and restore: tests/test_team_backup.py.
 
-One stack for the whole module, under /tmp, started once and stopped at the end (also when a test fails);
-one project on shrunken params trained against it. Each test prints the figures it measures (``-s``).
+One stack for the whole session (tests/conftest.py's ``team_stack``), under /tmp, started once and stopped at the
+end (also when a test fails); one project on shrunken params trained against it. Each test prints the figures it
+measures (``-s``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from browser import PageNotShown, as_the_ui_shows, page_text, value_beside
-from conftest import FAULTS, ProjectCopy, clone_project, make_project_copy, shrink, stack_directory
+import requests
+from conftest import FAULTS, ProjectCopy, clone_project, stack_directory
 from mlflow.tracking import MlflowClient
+from team_fixtures import on_team_server
 
 from pipeline.team import control, users
-from pipeline.team.processes import http_status, listening
+from pipeline.team.processes import http_status, listening, owns_port, recorded_process
 from pipeline.team.s3 import s3_client
-from pipeline.team.stack import Stack, client_environment
+from pipeline.team.stack import Stack, ephemeral_range, load_or_create
 
-# One team stack for the module: its tests stay on one of make test's workers.
+# One team stack for the session: its tests stay on one of make test's workers.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("team")]
 
 SWEEP = {"worker-a": (20,), "worker-b": (28,)}  # fable.units each queue worker runs (shrink: 32)
 T = TypeVar("T")
 
 
-@contextlib.contextmanager
-def running_stack(name: str) -> Iterator[Stack]:
-    """A team stack in a new directory under /tmp, up for the block, then down and removed (also when the block
-    fails); the times of its cold ``up`` and of its ``down`` printed."""
-    directory = stack_directory()
-    try:
-        began = time.monotonic()
-        stack = control.up(directory)
-        print(f"\n{name}: up (cold) {time.monotonic() - began:.1f} s")
-        yield stack
-    finally:
-        began = time.monotonic()
-        control.down(directory)
-        print(f"\n{name}: down {time.monotonic() - began:.1f} s")
-        shutil.rmtree(directory, ignore_errors=True)
+@pytest.fixture
+def stack(team_stack: Stack) -> Stack:
+    return team_stack
 
 
 def wait_for(what: str, ready: Callable[[], T], timeout: float, interval: float) -> T:
@@ -64,36 +56,12 @@ def wait_for(what: str, ready: Callable[[], T], timeout: float, interval: float)
     pytest.fail(f"waited {timeout:.0f} s for {what}")
 
 
-@pytest.fixture(scope="session")  # one stack for the whole run, wherever the tests fall in its order
-def stack() -> Iterator[Stack]:
-    """One stack for the module."""
-    with running_stack("team") as stack:
-        yield stack
+def authority(stack: Stack) -> Path:
+    return stack.path("ca.pem")
 
 
 def on_server(stack: Stack) -> MlflowClient:
-    """This process's MLflow client as the trainer on the stack (the test's environment is restored after it)."""
-    os.environ.update({key: value for key, value in client_environment(stack).items() if key.startswith("MLFLOW_")})
-    import mlflow
-
-    mlflow.set_tracking_uri(stack.mlflow_url)
-    return MlflowClient(stack.mlflow_url)
-
-
-@pytest.fixture(scope="session")  # one trained project on the stack for the whole run
-def team_project(stack: Stack, tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> ProjectCopy:
-    """A project on shrunken params, `dvc repro` tracked on the stack (its output kept: logs are checked)."""
-    project = make_project_copy(tmp_path_factory.mktemp("team") / "project", mirror)
-    project.edit_params(shrink)
-    project.run("git", "commit", "-qam", "shrunken params")
-    project.env.update(client_environment(stack))
-    began = time.monotonic()
-    result = project.dvc("repro")
-    print(f"\ndvc repro against the stack: {time.monotonic() - began:.1f} s")
-    project.run("git", "add", "-A")
-    project.run("git", "commit", "-qm", "trained")
-    project.output = result.stdout + result.stderr
-    return project
+    return on_team_server(stack)
 
 
 def clone(project: ProjectCopy, remote: Path, root: Path) -> ProjectCopy:
@@ -103,12 +71,24 @@ def clone(project: ProjectCopy, remote: Path, root: Path) -> ProjectCopy:
     return cloned
 
 
-def status(url: str, user: str | None = None, password: str = "") -> int | None:
-    """The HTTP status of a GET of ``url``, anonymous or signed in as ``user`` (basic auth)."""
-    return http_status(url, timeout=10, auth=(user, password) if user else None)
+def status(url: str, user: str | None = None, password: str = "", authority: Path | None = None) -> int | None:
+    """The HTTP status of a GET of ``url``, anonymous or signed in as ``user`` (basic auth), the server checked
+    against ``authority`` (the stack's CA)."""
+    return http_status(url, timeout=10, auth=(user, password) if user else None, verify=str(authority))
+
+
+def plain_http(port: int) -> str:
+    """What a plain-HTTP GET on ``port`` gets: ``no answer`` (the connection closed unanswered), or the status
+    line and body of an answer."""
+    try:
+        answer = requests.get(f"http://127.0.0.1:{port}/", timeout=10)
+    except requests.ConnectionError:
+        return "no answer"
+    return f"{answer.status_code} {answer.text.strip()}"
 
 
 def test_up_is_idempotent_writes_the_client_env_and_refuses_anonymous_requests(stack):
+    """And serves only TLS, verified by the stack's CA, with everything private and on loopback."""
     began = time.monotonic()
     again = control.up(stack.directory)
     seconds = time.monotonic() - began
@@ -116,23 +96,45 @@ def test_up_is_idempotent_writes_the_client_env_and_refuses_anonymous_requests(s
     assert seconds < 10 and again.ports == stack.ports
     assert control.status(stack.directory) == {"postgres": True, "s3": True, "mlflow": True}
     env = (stack.directory / "env").read_text()
-    for name in (
-        "MLFLOW_TRACKING_URI",
-        "MLFLOW_TRACKING_USERNAME",
-        "MLFLOW_TRACKING_PASSWORD",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_ENDPOINT_URL_S3",
-    ):
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         assert f"export {name}=" in env
+    assert f"export MLFLOW_TRACKING_URI=https://127.0.0.1:{stack.ports['mlflow']}\n" in env
+    assert f"export AWS_ENDPOINT_URL_S3=https://127.0.0.1:{stack.ports['s3']}\n" in env
+    for name, file in (("MLFLOW_TRACKING_SERVER_CERT_PATH", "ca.pem"), ("AWS_CA_BUNDLE", "ca.pem")):
+        assert f'export {name}="$PIPELINE_TEAM_CA_DIR/{file}"\n' in env
+    assert f'PIPELINE_TEAM_CA_DIR="${{PIPELINE_TEAM_CA_DIR:-{stack.directory}}}"' in env
     assert "export MLFLOW_TRACKING_USERNAME=trainer\n" in env and stack.secrets["admin_password"] not in env
-    for private in ("env", "secrets.json", "basic_auth.ini", "s3.json"):
+    # Private: the directory (others may only pass through, as root: PostgreSQL runs as nobody), secrets, logs, data.
+    assert stack.directory.stat().st_mode & 0o077 == (0o010 if os.geteuid() == 0 else 0)
+    for private in ("env", "secrets.json", "basic_auth.ini", "s3.json", "ca-key.pem", "server-key.pem", "logs/s3.log"):
         assert (stack.directory / private).stat().st_mode & 0o077 == 0, private
+    for folder in ("logs", "s3", "seaweedfs", "postgres"):
+        assert (stack.directory / folder).stat().st_mode & 0o777 == 0o700, folder
+    # SeaweedFS's data (umask 077); it writes its volume-info files (.vif: no object data) 0644 itself, which the
+    # 0700 folder keeps from everyone else
+    readable = [path for path in stack.path("s3").rglob("*") if path.stat().st_mode & 0o077 and path.suffix != ".vif"]
+    assert not readable, readable[:5]
+    ca = authority(stack)
     search = f"{stack.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1"
-    assert status(search) == 401  # anonymous
-    assert status(search, "trainer", "wrong") == 401
-    assert status(search, "trainer", stack.secrets["trainer_password"]) == 200
-    assert status(f"{stack.mlflow_url}/", None) == 401  # the UI too
+    assert status(search, authority=ca) == 401  # anonymous
+    assert status(search, "trainer", "wrong", ca) == 401
+    assert status(search, "trainer", stack.secrets["trainer_password"], ca) == 200
+    assert status(f"{stack.mlflow_url}/", authority=ca) == 401  # the UI too
+    # TLS: verified against the stack's CA, refused against the public ones; plain HTTP gets no service.
+    for url in (f"{stack.mlflow_url}/health", stack.s3_url):
+        with pytest.raises(requests.exceptions.SSLError, match="CERTIFICATE_VERIFY_FAILED"):
+            requests.get(url, timeout=10)
+    assert plain_http(stack.ports["mlflow"]) == "no answer"
+    # Go's TLS server answers plain HTTP with this fixed refusal; nothing of S3 is served.
+    assert plain_http(stack.ports["s3"]) == "400 Client sent an HTTP request to an HTTPS server."
+    # SeaweedFS's own servers take only a client certificate of the stack's CA.
+    context = ssl.create_default_context(cafile=str(ca))
+    for name in ("master", "volume", "filer", "master_grpc", "volume_grpc", "filer_grpc", "s3_grpc"):
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            raw = socket.create_connection(("127.0.0.1", stack.ports[name]), timeout=10)
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as connection:
+                connection.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                connection.recv(100)
     with users.as_admin(stack) as (auth, tracking):
         assert auth.get_user("trainer").is_admin is False
         for name in ("mnist", "fable"):
@@ -140,27 +142,54 @@ def test_up_is_idempotent_writes_the_client_env_and_refuses_anonymous_requests(s
             for resource in (("experiment", experiment), ("registered_model", name)):
                 assert auth.get_user_permission("trainer", *resource).permission == "EDIT", resource
     assert os.environ.get("MLFLOW_TRACKING_USERNAME") != "admin"  # the admin's login only inside the block
-    # Only loopback: every port of the stack answers on 127.0.0.1 and is bound nowhere else.
-    listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout if shutil.which("ss") else ""
+    # Only loopback, and no port from the range the kernel hands to outgoing connections.
+    low, high = ephemeral_range()
+    assert not [port for port in stack.ports.values() if low <= port <= high], (stack.ports, low, high)
+    shown = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout if shutil.which("ss") else ""
     for port in stack.ports.values():
-        assert f"0.0.0.0:{port} " not in listening and f"*:{port} " not in listening
+        assert f"0.0.0.0:{port} " not in shown and f"*:{port} " not in shown
 
 
 def test_up_and_down_of_a_second_stack_leave_nothing_listening():
-    with running_stack("second stack") as stack:
+    """The second stack started by two `team up`s at once: one waits for the other, one stack runs."""
+    directory = stack_directory()
+    try:
         began = time.monotonic()
-        control.down(stack.directory)
+        both = [
+            subprocess.Popen(
+                [sys.executable, "-m", "pipeline.team", "up"],
+                env={**os.environ, "PIPELINE_TEAM_DIR": str(directory)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        outputs = [process.communicate(timeout=600) for process in both]
+        print(f"\ntwo team ups at once on a new stack: {time.monotonic() - began:.1f} s")
+        assert [process.returncode for process in both] == [0, 0], outputs
+        assert sum("waiting for another team command" in err for _, err in outputs) == 1, outputs
+        stack = load_or_create(directory, environ={})
+        assert control.status(directory) == {"postgres": True, "s3": True, "mlflow": True}
+        for service in ("mlflow", "s3"):  # one server each, the one its pid file names, on its port
+            pid = recorded_process(directory / f"{service}.pid")
+            assert pid is not None and owns_port(pid, stack.ports[service]), service
+        weeds = subprocess.run(["pgrep", "-f", f"weed server .*{directory}/s3"], capture_output=True, text=True)
+        assert len(weeds.stdout.split()) == 1, weeds
+        began = time.monotonic()
+        control.down(directory)
         print(f"second stack: down {time.monotonic() - began:.1f} s")
         assert not [name for name, port in stack.ports.items() if listening(port)]
-        assert control.status(stack.directory) == {"postgres": False, "s3": False, "mlflow": False}
-        assert (stack.directory / "postgres" / "data" / "PG_VERSION").exists()  # the data stays
+        assert control.status(directory) == {"postgres": False, "s3": False, "mlflow": False}
+        assert (directory / "postgres" / "data" / "PG_VERSION").exists()  # the data stays
         began = time.monotonic()
-        control.up(stack.directory)  # and comes back
+        control.up(directory)  # and comes back
         print(f"second stack: up again on its data {time.monotonic() - began:.1f} s")
-        assert (
-            status(f"{stack.mlflow_url}/api/2.0/mlflow/users/current", "trainer", stack.secrets["trainer_password"])
-            == 200
-        )
+        url = f"{stack.mlflow_url}/api/2.0/mlflow/users/current"
+        assert status(url, "trainer", stack.secrets["trainer_password"], directory / "ca.pem") == 200
+    finally:
+        control.down(directory)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_dvc_repro_tracks_registers_and_stores_artifacts_on_the_stack(stack, team_project):
@@ -176,7 +205,9 @@ def test_dvc_repro_tracks_registers_and_stores_artifacts_on_the_stack(stack, tea
         champion = client.get_model_version_by_alias(name, "champion")
         assert champion.tags["test_accuracy"] and client.get_model_version_by_alias(name, "latest")
     # The artifacts are in the S3 bucket, written by the server (with its own keys): proxied.
-    s3 = s3_client(stack.s3_url, stack.secrets["mlflow_s3_access_key"], stack.secrets["mlflow_s3_secret_key"])
+    s3 = s3_client(
+        stack.s3_url, stack.secrets["mlflow_s3_access_key"], stack.secrets["mlflow_s3_secret_key"], authority(stack)
+    )
     keys = [item["Key"] for item in s3.list_objects_v2(Bucket="mlflow").get("Contents", [])]
     assert any(key.endswith("reports/fable_story.txt") for key in keys), keys[:20]
     assert any(key.endswith("MLmodel") for key in keys)
@@ -194,7 +225,9 @@ def test_dvc_push_then_a_fresh_clone_pulls_everything_without_retraining(stack, 
     assert fresh.dvc("status").stdout.strip() == "Data and pipelines are up to date."
     for output in ("models/mnist.keras", "models/fable.keras", "metrics/mnist.json"):
         assert (fresh.root / output).read_bytes() == (team_project.root / output).read_bytes()
-    s3 = s3_client(stack.s3_url, stack.secrets["dvc_s3_access_key"], stack.secrets["dvc_s3_secret_key"])
+    s3 = s3_client(
+        stack.s3_url, stack.secrets["dvc_s3_access_key"], stack.secrets["dvc_s3_secret_key"], authority(stack)
+    )
     assert s3.list_objects_v2(Bucket="dvc").get("KeyCount", 0) > 0
 
 
@@ -365,30 +398,3 @@ def test_credentials_reach_no_git_params_tags_dvc_files_or_logs(stack, team_proj
         texts[str(log)] = log.read_text(errors="replace")
     leaks = {where: secret for where, text in texts.items() for secret in secrets if secret in text}
     assert not leaks, sorted(leaks)
-
-
-def test_the_server_ui_shows_the_experiments_after_a_login(stack, team_project, tmp_path):
-    """Signed in as the trainer, the UI lists the pipeline's experiments and shows a run as the server holds it;
-    an anonymous browser gets no page."""
-    login = ("trainer", stack.secrets["trainer_password"])
-    experiments = page_text(f"{stack.mlflow_url}/#/experiments", tmp_path / "experiments.png", "mnist", login)
-    assert "fable" in experiments.splitlines(), experiments[-2000:]
-    assert "trainer" in experiments.splitlines()  # who is signed in
-    client = on_server(stack)
-    run = next(run for run in team_project.runs("fable", store=stack.mlflow_url) if "test_accuracy" in run.data.metrics)
-    stored = client.get_run(run.info.run_id)  # what the server holds, not what the page may say
-    page = page_text(
-        f"{stack.mlflow_url}/#/experiments/{stored.info.experiment_id}/runs/{stored.info.run_id}",
-        tmp_path / "run.png",
-        "test_accuracy",
-        login,
-    )
-    assert stored.info.run_name in page, page[-2000:]
-    assert value_beside(page, "test_accuracy") == as_the_ui_shows(stored.data.metrics["test_accuracy"]), page[-3000:]
-    assert value_beside(page, "Created by") == stored.info.user_id == "trainer"
-    assert (tmp_path / "experiments.png").stat().st_size > 10_000
-    with pytest.raises(PageNotShown, match="ERR_INVALID_AUTH_CREDENTIALS"):  # the server asked for a login
-        page_text(f"{stack.mlflow_url}/#/experiments", tmp_path / "anonymous.png", "mnist")
-    keep = os.environ.get("PIPELINE_UI_SCREENSHOT")
-    if keep:
-        shutil.copy(tmp_path / "experiments.png", keep)

@@ -31,11 +31,11 @@ def test_tracking_uri_defaults_to_sqlite_at_the_root_and_can_be_overridden(tmp_p
     assert tracking_uri({"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}) == "http://127.0.0.1:5000"
 
 
-def test_an_experiment_made_before_its_tags_existed_gets_them(tmp_path):
+def test_an_experiment_made_before_its_tags_existed_gets_them(tmp_path, store_uri):
     from pipeline.tracking.store import experiment_id
     from pipeline.tracking.tags import experiment_tags
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = store_uri
     older = MlflowClient(uri).create_experiment("fable", artifact_location=(tmp_path / "mlruns").as_uri())
     environ = {"MLFLOW_TRACKING_URI": uri}
     assert experiment_id("fable", environ) == older

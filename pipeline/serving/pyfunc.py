@@ -71,11 +71,12 @@ class DigitReader(mlflow.pyfunc.PythonModel):
     """MNIST: raw images in, the digit and the 10 class probabilities of each out."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        model_file = checked_model(context)
         _pin(context.model_config)
         from pipeline.model.inference import logits_function  # noqa: PLC0415 - TensorFlow loads after _pin
         from pipeline.model.saving import load_model  # noqa: PLC0415
 
-        self.logits = logits_function(load_model(checked_model(context)))
+        self.logits = logits_function(load_model(model_file))
 
     # The hints say which input types the model takes, not a schema (MLflow infers none from these two types):
     # the logged signature validates the requests.
@@ -96,12 +97,13 @@ class StoryTeller(mlflow.pyfunc.PythonModel):
     """The fable: prompts in, each prompt's continuation (``story_words`` tokens) out."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        model_file = checked_model(context)
         _pin(context.model_config)
         from pipeline.datasets.text import load_vocabulary  # noqa: PLC0415
         from pipeline.model.inference import logits_function  # noqa: PLC0415 - TensorFlow loads after _pin
         from pipeline.model.saving import load_model  # noqa: PLC0415
 
-        self.model = load_model(checked_model(context))
+        self.model = load_model(model_file)
         self.logits = logits_function(self.model, batch_size=1)  # traced at the first request, then reused
         self.vocabulary = load_vocabulary(context.artifacts["vocabulary"])
         self.n_input, self.words = context.model_config["n_input"], context.model_config["story_words"]
