@@ -16,7 +16,7 @@ DETGEMM_SOURCES := $(sort $(wildcard pipeline/model/native/detgemm_*.cc pipeline
 # DVC stages run `python -m pipeline.…`: the virtual environment's python must come first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup python repro test lint browser qemu compiler bench team-up team-down team-status team-user team-backup team-restore
+.PHONY: setup python repro test lint browser qemu compiler bench team-up team-down team-status team-user team-backup team-restore sweep sweep-show
 .DEFAULT_GOAL := repro
 
 setup: $(VENV)/.installed $(DETGEMM)
@@ -95,3 +95,12 @@ team-backup: setup
 
 team-restore: setup
 	python -m pipeline.team restore "$$BACKUP"
+
+# A sweep worker (pipeline/sweeps/, docs/sweeps.md): make sweep SPEC=sweeps/fable-units.yaml, as many at once as you
+# like, on any machine with a clone (and the team's environment sourced, for a shared study).
+sweep: setup
+	python -m pipeline.sweeps run "$$SPEC"
+
+# The sweep's trials, its best and how to restore it; ARGS=--md for a pull request.
+sweep-show: setup
+	python -m pipeline.sweeps show "$$SPEC" $(ARGS)

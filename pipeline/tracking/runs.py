@@ -30,7 +30,15 @@ from pipeline.processes import process_alive
 from pipeline.tasks.reports import training_curves
 from pipeline.tracking.provenance import log_datasets, owner_tags, provenance_tags, run_params
 from pipeline.tracking.store import experiment_id
-from pipeline.tracking.tags import HOST_TAG, MODEL_DIGEST_TAG, NOTE_TAG, PID_TAG, RESUMED_AFTER_TAG, RESUMES_TAG
+from pipeline.tracking.tags import (
+    HOST_TAG,
+    MODEL_DIGEST_TAG,
+    NOTE_TAG,
+    PID_TAG,
+    RESUMED_AFTER_TAG,
+    RESUMES_TAG,
+    sweep_tags,
+)
 
 if TYPE_CHECKING:
     from pipeline.config import Params
@@ -112,7 +120,7 @@ def training_run(task: Task, params: Params, resumes: str | None = None) -> Iter
     close_abandoned_runs(experiment)
     flat = run_params(params, task.name)
     tags = provenance_tags(flat, {name: Path(path) for name, path in task.input_paths(params).items()})
-    tags |= owner_tags() | numerics.describe(params.numerics.mode)
+    tags |= owner_tags() | numerics.describe(params.numerics.mode) | sweep_tags(os.environ)
     if resumes:
         tags[RESUMES_TAG] = resumes
     # Named for what made it: the DVC experiment (a sweep's trial is one), else the model and short commit.
