@@ -124,11 +124,13 @@ def retried_from(trial: FrozenTrial) -> list[int]:
 def ask_lock(spec: Spec, url: str, root: Path) -> Iterator[None]:
     """One worker at a time between counting the trials and asking for one: PostgreSQL's advisory lock for a
     shared database (released if the worker dies: its connection closes), a file lock for the local store."""
-    if url.startswith("sqlite"):
-        with FileLock(str(local_directory(root) / f"{spec.name}.lock")):
+    import sqlalchemy  # noqa: PLC0415 - with optuna, already loaded
+
+    if url.startswith("sqlite"):  # beside the database file, wherever the workers' projects are
+        database = Path(sqlalchemy.engine.make_url(url).database or local_directory(root) / "optuna.db")
+        with FileLock(str(database.with_name(f"{database.name}.{spec.name}.lock"))):
             yield
         return
-    import sqlalchemy  # noqa: PLC0415 - with optuna, already loaded
 
     key = zlib.crc32(f"pipeline.sweeps:{spec.name}".encode())
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
