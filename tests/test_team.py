@@ -35,7 +35,6 @@ from pipeline.team.stack import Stack, ephemeral_range, load_or_create
 # One team stack for the session: its tests stay on one of make test's workers.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("team")]
 
-SWEEP = {"worker-a": (20,), "worker-b": (28,)}  # fable.units each queue worker runs (shrink: 32)
 T = TypeVar("T")
 
 
@@ -229,62 +228,6 @@ def test_dvc_push_then_a_fresh_clone_pulls_everything_without_retraining(stack, 
         stack.s3_url, stack.secrets["dvc_s3_access_key"], stack.secrets["dvc_s3_secret_key"], authority(stack)
     )
     assert s3.list_objects_v2(Bucket="dvc").get("KeyCount", 0) > 0
-
-
-def wait_for_queue(project: ProjectCopy, timeout: float = 900) -> str:
-    """``dvc queue status`` once nothing is queued or running any more."""
-
-    def finished() -> str:
-        shown = project.dvc("queue", "status").stdout
-        return "" if "Queued" in shown or "Running" in shown else shown
-
-    return wait_for(f"the queue of {project.root} to finish", finished, timeout, interval=3)
-
-
-def test_two_queue_workers_share_a_sweep_and_a_third_clone_sees_all_of_it(stack, team_project, tmp_path):
-    team_project.dvc("push", "-r", "team")
-    remote = tmp_path / "origin.git"
-    subprocess.run(["git", "clone", "-q", "--bare", str(team_project.root), str(remote)], check=True)
-    baseline = team_project.run("git", "rev-parse", "HEAD").stdout.strip()
-    workers = {name: clone(team_project, remote, tmp_path / name) for name in SWEEP}
-    began = time.monotonic()
-    for name, worker in workers.items():
-        worker.dvc("pull", "-r", "team")  # the inputs, so that the queued experiments only train and evaluate
-        for units in SWEEP[name]:
-            worker.dvc("exp", "run", "--queue", "-S", f"fable.units={units}", "--name", f"{name}-{units}")
-    for worker in workers.values():
-        worker.dvc("queue", "start", "-j", "1")
-    for name, worker in workers.items():
-        shown = wait_for_queue(worker)
-        assert shown.count("Success") == len(SWEEP[name]), (
-            shown,
-            [worker.dvc("queue", "logs", f"{name}-{units}", check=False).stdout[-2000:] for units in SWEEP[name]],
-        )
-        worker.dvc("exp", "push", "-r", "team", "origin")
-        worker.dvc("queue", "stop")
-    print(f"\nsweep on two workers (pull, queue, run, push): {time.monotonic() - began:.1f} s")
-    viewer = clone(team_project, remote, tmp_path / "viewer")
-    viewer.dvc("exp", "pull", "-r", "team", "origin")
-    shown = viewer.dvc("exp", "show", "--json").stdout
-    names = {f"{name}-{units}" for name, sweep in SWEEP.items() for units in sweep}
-    assert all(name in shown for name in names), shown[-3000:]
-    viewer.dvc("exp", "apply", "worker-b-28")
-    assert viewer.params()["fable"]["units"] == 28 and (viewer.root / "models/fable.keras").exists()
-    # The server has each run with its experiment name, the baseline commit and its artifacts.
-    client = on_server(stack)
-    runs = {run.data.tags.get("dvc.exp_name"): run for run in team_project.runs("fable", store=stack.mlflow_url)}
-    assert set(runs) >= names, {
-        name: (run.info.status, run.info.run_name, run.data.params.get("fable.units")) for name, run in runs.items()
-    }
-    for name in names:
-        run = runs[name]
-        assert run.info.status == "FINISHED" and run.info.run_name == name
-        assert run.data.tags["dvc.baseline_rev"] == baseline
-        assert len(run.data.tags["mlflow.source.git.commit"]) == 40
-        assert run.data.params["fable.units"] == name.rsplit("-", 1)[1] and "test_accuracy" in run.data.metrics
-        assert {item.path for item in client.list_artifacts(run.info.run_id, "reports")} >= {"reports/fable_story.txt"}
-    registered = {version.tags.get("dvc_experiment") for version in client.search_model_versions("name = 'fable'")}
-    assert registered >= names
 
 
 def test_an_unreachable_server_fails_the_stage_at_once_in_one_line(team_project):

@@ -16,7 +16,9 @@ import pytest
 from conftest import FAULTS, ProjectCopy, clone_project
 from team_fixtures import on_team_server, team_command
 
+from pipeline.files import file_digest
 from pipeline.team.stack import client_environment, load_or_create
+from pipeline.tracking.tags import MODEL_DIGEST_TAG
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("team")]
 
@@ -118,3 +120,11 @@ def test_two_workers_share_a_grid_and_a_worker_killed_mid_training_loses_nothing
     shown = first.python("-m", "pipeline.sweeps", "show", "team-units.yaml").stdout
     assert "sweep team-units: 4 of 4 trials finished" in shown
     assert f"best: trial {best.number} " in shown and f"dvc exp apply {best.user_attrs['dvc_experiment']}" in shown
+
+    # Anyone restores the best from the remotes alone: the experiment from git, its outputs from the DVC remote.
+    viewer = clone_project(team_project.root, tmp_path / "viewer", team_project.env)
+    viewer.dvc("exp", "pull", "--remote", "team", "origin", best.user_attrs["dvc_experiment"])
+    viewer.dvc("exp", "apply", best.user_attrs["dvc_experiment"])
+    assert viewer.params()["fable"]["units"] == best.params["fable.units"]
+    model = viewer.root / "models" / "fable.keras"
+    assert file_digest(model) == client.get_run(best.user_attrs["mlflow_run"]).data.tags[MODEL_DIGEST_TAG]
