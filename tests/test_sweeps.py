@@ -7,6 +7,7 @@ import time
 
 import pytest
 import yaml
+from conftest import ROOT
 from optuna.trial import TrialState
 
 from pipeline.sweeps import study as studies
@@ -138,3 +139,9 @@ def test_a_study_made_from_another_spec_is_refused(tmp_path, params_raw):
     other = spec_file(tmp_path, space={"fable.units": [8, 12, 16, 24]})
     with pytest.raises(SpecError, match="study 'fable-units' exists in the storage with another spec"):
         studies.open_study(checked(other, params_raw), url, other)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda path: path.name)
+def test_the_example_specs_are_valid(path, params_raw):
+    spec = checked(path, params_raw)
+    assert spec.name == path.stem
