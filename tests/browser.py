@@ -32,13 +32,17 @@ class PageNotShown(AssertionError):
 
 
 def page_text(
-    url: str, screenshot: Path, until: str, basic_auth: tuple[str, str] | None = None, timeout: float = 60
+    url: str,
+    screenshot: Path,
+    until: str | tuple[str, ...],
+    basic_auth: tuple[str, str] | None = None,
+    timeout: float = 60,
 ) -> str:
     """The text of the page at ``url`` as drawn (``innerText``: what a person sees, not the markup), once it shows
-    ``until`` and has stopped changing for a second; a screenshot of it in ``screenshot``. ``basic_auth``: the
-    user and password that every request of the page sends to the page's server (HTTP basic auth; without it a
-    server asking for a login refuses the page). :class:`PageNotShown` when the page does not load or does not
-    show ``until`` within ``timeout`` seconds, with what it shows."""
+    ``until`` (each of them, for a tuple) and has stopped changing for a second; a screenshot of it in
+    ``screenshot``. ``basic_auth``: the user and password that every request of the page sends to the page's
+    server (HTTP basic auth; without it a server asking for a login refuses the page). :class:`PageNotShown` when
+    the page does not load or does not show ``until`` within ``timeout`` seconds, with what it shows."""
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
@@ -59,8 +63,8 @@ def page_text(
                 raise PageNotShown(f"{url}: {error.message.splitlines()[0]}") from None
             try:
                 page.wait_for_function(
-                    "until => document.body !== null && document.body.innerText.includes(until)",
-                    arg=until,
+                    "until => document.body !== null && until.every(part => document.body.innerText.includes(part))",
+                    arg=[until] if isinstance(until, str) else list(until),
                     timeout=max(deadline - time.monotonic(), 1) * 1000,
                 )
             except PlaywrightError:

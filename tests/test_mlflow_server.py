@@ -132,7 +132,9 @@ def test_registry_pages_show_versions_aliases_and_metrics_in_a_browser(trained_p
     with mlflow_server(backend, trained_project.root / "mlruns") as url:
         models = page_text(f"{url}/#/models", tmp_path / "models.png", until="mnist")
         page = page_text(
-            f"{url}/#/models/mnist/versions/{version.version}", tmp_path / "version.png", until="params_sha256"
+            f"{url}/#/models/mnist/versions/{version.version}",
+            tmp_path / "version.png",
+            until=("params_sha256", source_run),  # the run's name arrives by a request of its own
         )
     for name, number in latest.items():
         assert value_beside(models, name) == f"Version {number}", models[-2000:]

@@ -25,6 +25,9 @@ class Echo(mlflow.pyfunc.PythonModel):
 @pytest.fixture
 def store(store_uri):
     mlflow.set_tracking_uri(store_uri)
+    # The fluent API keeps the last experiment set in this process (another test's, in another store): the
+    # store's own default experiment instead.
+    mlflow.set_experiment(experiment_id="0")
     yield MlflowClient()
     mlflow.set_tracking_uri("")
 

@@ -64,4 +64,6 @@ def test_a_bad_spec_stops_the_worker_in_one_line(project):
     result = project.python("-m", "pipeline.sweeps", "run", "bad.yaml", check=False)
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
-    assert line == "sweep run: error: bad.yaml: space.fable.unit: not a key of params.yaml (dotted, e.g. fable.units)"
+    assert line == (
+        "sweep run: error: bad.yaml: space.fable.unit: not a key of params.yaml (keys are dotted, e.g. fable.units)"
+    )
