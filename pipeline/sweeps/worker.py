@@ -68,19 +68,19 @@ def run(spec: Spec, spec_path: Path, root: Path, environ: Mapping[str, str] = os
     print(f"sweep {spec.name}: study in {studies.describe_storage(url)}; worker {socket.gethostname()}:{os.getpid()}")
     study = studies.open_study(spec, url, spec_path)
     signal.signal(signal.SIGTERM, _exit_on_term)  # a batch system's cancel: the trial is failed and retried at once
-    waiting_since = None
+    waiting = False  # said so once per wait
     while True:
         with studies.ask_lock(spec, url, root):
             trial = studies.next_trial(study, spec)
         if trial == studies.DONE:
             break
         if trial == studies.WAIT:
-            if waiting_since is None:
-                waiting_since = time.monotonic()
+            if not waiting:
+                waiting = True
                 print(f"sweep {spec.name}: waiting for the running trials of other workers ({studies.counts(study)})")
             time.sleep(studies.HEARTBEAT_S)
             continue
-        waiting_since = None
+        waiting = False
         _work_on(study, spec, trial, root, environ)
     print(f"sweep {spec.name}: done, {studies.counts(study).get('COMPLETE', 0)} trials finished")
     return study
@@ -105,7 +105,7 @@ def _work_on(study: optuna.Study, spec: Spec, trial: optuna.Trial, root: Path, e
             else:
                 _close_earlier_runs(spec, earlier, environ)
                 experiment = name
-                _run_experiment(spec, trial.number, {**spec.fixed, **params}, root, environ)
+                _run_experiment(spec, trial.number, spec.overrides(params), root, environ)
                 run_id, value = _metric(spec, trial.number, environ)
             trial.set_user_attr("dvc_experiment", experiment)
             trial.set_user_attr("mlflow_run", run_id)
@@ -165,8 +165,7 @@ def _client(environ: Mapping[str, str]):
     return MlflowClient(tracking_uri(environ))
 
 
-def _trial_runs(spec: Spec, numbers: list[int], environ: Mapping[str, str], status: str) -> list:
-    client = _client(environ)
+def _trial_runs(client, spec: Spec, numbers: list[int], status: str) -> list:
     experiment = client.get_experiment_by_name(spec.model)
     if experiment is None:
         return []
@@ -184,7 +183,7 @@ def _trial_runs(spec: Spec, numbers: list[int], environ: Mapping[str, str], stat
 
 
 def _metric(spec: Spec, number: int, environ: Mapping[str, str]) -> tuple[str, float]:
-    runs = _trial_runs(spec, [number], environ, "FINISHED")
+    runs = _trial_runs(_client(environ), spec, [number], "FINISHED")
     if not runs:
         raise TrialFailed(
             f"no FINISHED MLflow run of trial {number} in experiment {spec.model!r}: DVC may have restored "
@@ -198,7 +197,7 @@ def _metric(spec: Spec, number: int, environ: Mapping[str, str]) -> tuple[str, f
 
 def _finished_run(spec: Spec, numbers: list[int], environ: Mapping[str, str]) -> tuple[str, float, str] | None:
     """An earlier attempt that finished its run and metric (its worker died before telling the study)."""
-    for run in _trial_runs(spec, numbers, environ, "FINISHED"):
+    for run in _trial_runs(_client(environ), spec, numbers, "FINISHED"):
         if spec.metric in run.data.metrics:
             return run.info.run_id, run.data.metrics[spec.metric], run.info.run_name
     return None
@@ -209,7 +208,7 @@ def _close_earlier_runs(spec: Spec, numbers: list[int], environ: Mapping[str, st
     if not numbers:
         return
     client = _client(environ)
-    for run in _trial_runs(spec, numbers, environ, "RUNNING"):
+    for run in _trial_runs(client, spec, numbers, "RUNNING"):
         client.set_terminated(run.info.run_id, "KILLED")
         print(f"MLflow run {run.info.run_id} of trial {run.data.tags[SWEEP_TRIAL_TAG]} was left RUNNING: marked KILLED")
 

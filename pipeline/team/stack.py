@@ -17,6 +17,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import quote
 
 from pipeline.errors import PipelineError
 from pipeline.team.private import private_directory, read_private, write_private
@@ -288,8 +289,6 @@ def client_environment(stack: Stack, user: str | None = None) -> dict[str, str]:
 
 def sweep_storage_uri(stack: Stack, login: str, password: str) -> str:
     """The sweeps' database as ``login`` (SQLAlchemy's URI, for Optuna): PostgreSQL on this host's loopback."""
-    from urllib.parse import quote  # noqa: PLC0415
-
     where = f"{LOOPBACK}:{stack.ports['postgres']}/{SWEEPS_DATABASE}?sslmode=disable"
     return f"postgresql+psycopg://{quote(login)}:{quote(password, safe='')}@{where}"
 
