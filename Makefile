@@ -62,9 +62,12 @@ lint: setup
 	ruff check .
 	ruff format --check .
 
-# Two workers (pytest-xdist); tests that share a module's server stay on one (xdist_group).
+# One pytest-xdist worker per core and one more: the tests wait for servers, subprocesses and sleeps about a
+# quarter of the time (2 workers on 2 cores kept them 74% busy); tests that share a server stay on one
+# worker (xdist_group).
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: setup browser qemu lint
-	python -m pytest -n 2 --dist loadgroup
+	python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # Throughput of both numerics modes against PyTorch, and the pipeline's costs (torch: benchmark only).
 # BENCH_ARGS: its options, e.g. make bench BENCH_ARGS="--skip repro" offline without PIPELINE_MIRROR.

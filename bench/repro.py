@@ -63,8 +63,9 @@ def dvc_no_op(repeats: int) -> dict:
     }
 
 
-def full_repro(source: Path) -> dict:
-    """`dvc repro` in a fresh clone of ``source``'s last commit: wall time, peak RSS per stage, results.
+def full_repro(source: Path, environ: Mapping[str, str] = os.environ) -> dict:
+    """`dvc repro` in a fresh clone of ``source``'s last commit, its commands run with ``environ``: wall time, peak
+    RSS per stage, results.
 
     The clone first builds its matrix-product library as its ``make setup`` would (the Makefile's rule,
     with this interpreter's virtual environment for TensorFlow's headers): timed apart, not in the wall time.
@@ -72,7 +73,9 @@ def full_repro(source: Path) -> dict:
     The peak RSS of each stage is its process's VmHWM, sampled every 50 ms while it runs (the kernel keeps
     the maximum, so sampling misses at most the growth of a stage's last 50 ms). The outputs are compared
     with the committed dvc.lock (:func:`differing_outputs`): byte-reproducibility checked on every benchmark
-    run; None for both figures where the commit has no dvc.lock.
+    run; None for both figures where the commit has no dvc.lock. ``changed_in_git``: the clone's `git status
+    --porcelain` after the repro, empty when the dvc.lock it wrote (deps and params included) and metrics/
+    are the committed bytes.
     """
     import psutil
 
@@ -80,14 +83,15 @@ def full_repro(source: Path) -> dict:
         clone = Path(scratch) / "clone"
         subprocess.run(["git", "clone", "-q", str(source), str(clone)], check=True)
         committed = yaml.safe_load((clone / "dvc.lock").read_text()) if (clone / "dvc.lock").exists() else None
-        (clone / "dvc.lock").unlink(missing_ok=True)  # from empty: nothing is up to date
         build_seconds = _build_library(clone)
         peaks: dict[str, float] = {}
         start = time.perf_counter()
         dvc = subprocess.Popen(
-            [sys.executable, "-m", "dvc", "repro"],
+            # From empty: a fresh clone has no data, models or cache, and --force runs the stages whose outputs
+            # git holds too (metrics/, which would otherwise be up to date once the models match the lock).
+            [sys.executable, "-m", "dvc", "repro", "--force"],
             cwd=clone,
-            env=clone_environment(),
+            env=clone_environment(environ),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -107,6 +111,8 @@ def full_repro(source: Path) -> dict:
         produced = yaml.safe_load((clone / "dvc.lock").read_text())
         differing = None if committed is None else differing_outputs(clone, committed, produced)
         metrics = {name: json.loads((clone / "metrics" / f"{name}.json").read_text()) for name in ("mnist", "fable")}
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True)
+        changed = status.stdout.splitlines()
     return {
         "wall_s": seconds,
         "library_build_s": build_seconds,
@@ -116,6 +122,7 @@ def full_repro(source: Path) -> dict:
         "fable_ceiling": metrics["fable"]["ceiling"],
         "outputs_match_committed_dvc_lock": None if differing is None else not differing,
         "outputs_differing_from_committed_dvc_lock": differing,
+        "changed_in_git": changed,
     }
 
 

@@ -22,6 +22,9 @@ from conftest import free_port, wait_until_up
 
 from pipeline.serving.requests import MAX_PROMPTS, MAX_STORY_WORDS, MAX_WORDS_PER_REQUEST
 
+# The served models' tests on one worker: each server (session-scoped, below) starts once.
+pytestmark = pytest.mark.xdist_group("serving")
+
 # Run in a fresh interpreter, in a directory outside the project, with nothing of it on sys.path.
 LOAD_ELSEWHERE = textwrap.dedent("""
     import importlib.util, json, sys
