@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -40,3 +41,25 @@ def test_a_given_python_outside_the_range_is_refused(tmp_path):
     result = make_python(f"PYTHON={old}")
     assert result.returncode != 0
     assert f"make: PYTHON={old} is not a Python 3.11-3.13" in result.stderr
+
+
+def test_make_tests_workers_keep_each_xdist_group_on_one_worker(tmp_path):
+    """make test's `--dist loadgroup`: the tests of one xdist_group (those sharing a server, the team stack) all
+    run on one worker, which starts the server once. pytest 9.2 silently broke it (requirements.in)."""
+    (tmp_path / "test_grouped.py").write_text(
+        "import pytest\n"
+        "pytestmark = pytest.mark.xdist_group('one')\n"
+        "@pytest.mark.parametrize('i', range(6))\n"
+        "def test_grouped(i):\n"
+        "    pass\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-v", "-p", "no:randomly"]
+        + ["-p", "no:hydra_pytest", "-p", "no:cacheprovider", "test_grouped.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    workers = re.findall(r"^\[(gw\d+)\] .*PASSED", result.stdout, flags=re.MULTILINE)
+    assert len(workers) == 6 and len(set(workers)) == 1, result.stdout
