@@ -105,10 +105,19 @@ def model_md5s(project, models=MODELS) -> dict[str, str]:
     return {m: hashlib.md5((project.root / f"models/{m}.keras").read_bytes()).hexdigest() for m in models}
 
 
+def train_stages(project, models=MODELS, env_extra=None, prefix=()) -> dict:
+    """Train ``models`` again in ``project`` (a copy of the trained project) with the train stage; each process."""
+    return {
+        model: project.run(
+            *prefix, sys.executable, "-m", "pipeline.stages.train", model, env_extra=env_extra, timeout=1800
+        )
+        for model in models
+    }
+
+
 def train(project, models=MODELS, env_extra=None, prefix=()) -> dict[str, str]:
-    """Train ``models`` again in ``project`` (a copy of the trained project) as the train stage does; their md5s."""
-    for model in models:
-        project.run(*prefix, sys.executable, "-m", "pipeline.stages.train", model, env_extra=env_extra, timeout=1800)
+    """:func:`train_stages`, then the models' md5s."""
+    train_stages(project, models, env_extra, prefix)
     return model_md5s(project, models)
 
 
@@ -121,11 +130,7 @@ def test_models_are_byte_identical_under_a_users_isa_cap_or_on_one_core(trained_
         trained = train(trained_copy, prefix=("taskset", "-c", str(min(os.sched_getaffinity(0)))))
     else:
         variable, value = setting.split("=")
-        stages = {
-            model: trained_copy.run(sys.executable, "-m", "pipeline.stages.train", model, env_extra={variable: value})
-            for model in MODELS
-        }
-        for model, stage in stages.items():
+        for model, stage in train_stages(trained_copy, env_extra={variable: value}).items():
             assert f"train {model}: ignoring {setting} from the environment" in stage.stderr, stage.stderr
         trained = model_md5s(trained_copy)
     assert trained == model_md5s(trained_project)
