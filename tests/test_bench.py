@@ -1,4 +1,5 @@
-"""The benchmark's table and ratios, and real runs on tiny settings (not timed tests: no target is checked)."""
+"""The benchmark's prerequisites, phases, workers and repro comparison, and one real run on tiny settings
+(not timed tests: no target is checked)."""
 
 from __future__ import annotations
 
@@ -15,177 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from bench_figures import figures_of, implementation
 
 import bench.benchmark as benchmark
-from bench.modes import TORCH_MISSING, mode_params
-from bench.peak import lstm_flops, shares_of_peak
+from bench.modes import TORCH_MISSING
 from bench.phases import Phase, failed, run_phases
 from bench.prerequisites import missing_prerequisites, unreachable_data
-from bench.report import ratios, table, target_lines
 from bench.repro import clone_environment, differing_outputs
-from bench.timing import timed_span
 from bench.workers import FreshProcess, run_once
-from pipeline.config import ParamsError, parse_params
+from pipeline.config import parse_params
 from pipeline.datasets.splits import save_splits
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
-
-
-def test_flops_of_the_seed_model():
-    flops = lstm_flops(28, 28, 128, 10)
-    # forward: per row, the gates' product of (28 pixels + 128 state) x 512 gates; then the dense layer
-    assert flops["inference"] == 28 * 2 * 156 * 512 + 2 * 128 * 10 == 4_475_392
-    # backward: per row the weights' gradient (156 x 512) and the state's (128 x 512; the pixels need none),
-    # the dense layer's two: about 12.6 MFLOP a training sample
-    assert flops["train"] == flops["inference"] + 28 * 2 * (156 + 128) * 512 + 2 * 2 * 128 * 10 == 12_623_360
-
-
-def test_a_share_of_the_peak_counts_each_part_at_its_own_flop():
-    flops = {"train": 12e6, "inference": 4e6}
-    shares = shares_of_peak({"train": 10_000, "eval": 50_000}, flops, peak_gflops=400)
-    assert shares == {"train": 0.3, "eval": 0.5}
-
-
-def test_samples_are_counted_from_batch_indices_not_reports():
-    # steps_per_execution 43: Keras reports once per execution, with the index of its last batch
-    seconds, samples = timed_span([(42, 10.0), (85, 11.0), (128, 12.5)], batch=256)
-    assert seconds == 2.5 and samples == 86 * 256
-
-
-def test_each_mode_is_checked_against_the_params(params_raw):
-    params = parse_params(params_raw)
-    assert mode_params(params, "native").numerics.mode == "native"
-    assert mode_params(params, "portable", batch=128).mnist.batch_size == 128
-    assert params.numerics.mode == "portable" and params.mnist.batch_size == 256  # a changed copy, not a change
-    threads = parse_params(
-        {**params_raw, "numerics": {**params_raw["numerics"], "mode": "native", "threads_per_slice": 2}}
-    )
-    assert mode_params(threads, "native").numerics.threads_per_slice == 2
-    # pipeline.config's own validator, naming the source and the key
-    with pytest.raises(
-        ParamsError,
-        match=r"^bench\.yaml with numerics\.mode portable: numerics: portable runs each "
-        r"slice on 1 thread",
-    ):
-        mode_params(threads, "portable", source="bench.yaml")
-
-
-def _implementation(train: float, evaluation: float) -> dict:
-    return {
-        "train_samples_per_s": train,
-        "eval_samples_per_s": evaluation,
-        "train_share_of_peak": 0.5,
-        "eval_share_of_peak": 0.25,
-    }
-
-
-def _results(implementations: dict, notes: list[str]) -> dict:
-    return {
-        "throughput": {
-            "batch_size": 256,
-            "repeats": 3,
-            "steps_per_execution": 43,
-            "timed_batches_per_round": 43,
-            "parallel_slices": 2,
-            "threads_per_slice": 1,
-            "implementations": implementations,
-            "ratios": ratios(implementations),
-            "notes": notes,
-            "gemm_gflops": {"tensorflow portable": 60.0, "numpy": 190.0},
-            "flop_per_sample": {"train": 12.62e6, "inference": 4.48e6},
-            "peak": {
-                "size": 4096,
-                "gflops": {"tensorflow": 483.0, "numpy": 258.0},
-                "peak_gflops": 483.0,
-                "peak_library": "tensorflow",
-                "notes": [],
-            },
-        }
-    }
-
-
-def test_table_sets_both_modes_beside_pytorch():
-    implementations = {
-        "pipeline portable": _implementation(6_000, 20_000),
-        "pipeline native": _implementation(9_000, 25_000),
-        "PyTorch": {**_implementation(5_000, 40_000), "setup": {"threads": 2}},
-    }
-    results = _results(implementations, [])
-    assert results["throughput"]["ratios"] == {
-        "portable / PyTorch": {"train": 1.2, "eval": 0.5},
-        "native / PyTorch": {"train": 1.8, "eval": 0.625},
-        "portable / native": {"train": 6_000 / 9_000, "eval": 0.8},
-    }
-    text = table(results)
-    assert text.startswith(
-        "| implementation | train samples/s | eval samples/s | train, share of peak | eval, share of peak |\n|---|"
-    )
-    assert (
-        "| pipeline portable | 6,000 | 20,000 | 50.0% | 25.0% |\n| pipeline native | 9,000 | 25,000 | 50.0% | 25.0% |\n"
-        "| PyTorch | 5,000 | 40,000 | 50.0% | 25.0% |\n" in text
-    )
-    assert (
-        "float32 peak 483 GFLOP/s (tensorflow), the best 4096² product on all cores: tensorflow 483, numpy 258; "
-        "FLOP per sample: train 12.62 M, inference 4.48 M\n" in text
-    )
-    assert (
-        "\nportable / PyTorch: train 1.20×, eval 0.50×\nnative / PyTorch: train 1.80×, eval 0.62×\n"
-        "portable costs: train 1.50× native's time, eval 1.25×\n" in text
-    )
-    assert "PyTorch 2 thread(s)" in text and "tensorflow portable 60, numpy 190 GFLOP/s" in text
-
-
-def test_table_without_pytorch_has_a_note_and_no_ratios_to_it():
-    implementations = {
-        "pipeline portable": _implementation(6_000, 20_000),
-        "pipeline native": _implementation(9_000, 25_000),
-    }
-    results = _results(implementations, [TORCH_MISSING])
-    assert set(results["throughput"]["ratios"]) == {"portable / native"}
-    text = table(results)
-    assert "/ PyTorch" not in text and "| PyTorch |" not in text
-    assert "portable costs: train 1.50× native's time, eval 1.25×\n" + TORCH_MISSING + "\n" in text
-
-
-def test_table_of_one_mode():
-    results = _results(
-        {"pipeline native": _implementation(9_000, 25_000), "PyTorch": _implementation(5_000, 40_000)}, []
-    )
-    text = table(results)
-    assert "native / PyTorch: train 1.80×, eval 0.62×" in text
-    assert "| pipeline portable |" not in text and "portable /" not in text and "portable costs" not in text
-
-
-def test_each_target_measured_is_reported_met_or_missed_by_how_much():
-    implementations = {
-        "pipeline portable": {**_implementation(10_000, 40_000), "train_share_of_peak": 0.72},
-        "pipeline native": _implementation(10_200, 38_000),
-        "PyTorch": _implementation(4_000, 25_000),
-    }
-    results = _results(implementations, [])
-    step = {"step_ms": 20.0, "matmuls": 174, "matmul_ms": 16.0, "other_ops": 3000, "other_ms_per_op": 1.3}
-    results["profile"] = {"mode": "portable", "train_batch": 256, "inference_batch": 100, "train": step}
-    results["profile"]["inference"] = step
-    results["dvc"] = {"pipeline_no_op_repro_s": 0.9, "dvc_floor_no_op_repro_s": 0.5, "ratio": 1.8}
-    assert target_lines(results) == [
-        "target: portable train speed / PyTorch's 2.50× (≥ 2.00×): met",
-        "target: portable eval speed / PyTorch's 1.60× (≥ 2.00×): missed by 20%",
-        "target: portable train time / native's 1.02× (≤ 1.05×): met",
-        "target: portable eval time / native's 0.95× (≤ 1.05×): met",
-        "target: portable training, share of the peak 72.0% (≥ 70.0%): met",
-        "target: operations other than products, share of a training step 20.0% (≤ 15.0%): missed by 33%",
-        "target: no-op dvc repro / DVC's floor 1.80× (≤ 1.20×): missed by 50%",
-    ]
-    assert table(results).endswith("\n".join(target_lines(results)) + "\n")
-    results["repro"] = {"wall_s": 80.0, "library_build_s": 14.0}
-    assert (
-        target_lines(results)[-1] == "target: dvc repro from empty with the library build 94 s (≤ 90 s): missed by 4%"
-    )
-    # a failed or skipped phase has no target line
-    results["dvc"] = {"error": "boom"}
-    del results["repro"]
-    assert not [line for line in target_lines(results) if "dvc repro" in line]
-
 
 # --- prerequisites, progress, and figures that survive a failure (no TensorFlow: fast) --------------------
 
@@ -363,10 +205,10 @@ def test_each_phase_is_written_before_the_next_runs_and_a_failure_keeps_them(tmp
 
 def test_a_failed_phase_ends_the_run_with_status_1_after_writing(prepared, tmp_path, monkeypatch, capsys):
     implementations = {
-        "pipeline portable": _implementation(6_000, 20_000),
-        "pipeline native": _implementation(9_000, 25_000),
+        "pipeline portable": implementation(6_000, 20_000),
+        "pipeline native": implementation(9_000, 25_000),
     }
-    measured = _results(implementations, [])["throughput"]
+    measured = figures_of(implementations, [])["throughput"]
     monkeypatch.setattr(benchmark, "throughput", lambda *args: measured)
 
     def profile_that_runs_out_of_memory(params_path: str, batch: int, repeats: int) -> dict:
