@@ -15,7 +15,7 @@ from pipeline.model.detgemm import NativeLibraryError
 # (rows of op(a), columns of op(b), summed terms, transpose_a, transpose_b): the products the layers run
 # at the default params (slices of 128 examples, 28 pixels, LSTM(128) for MNIST; LSTM(512) for the fable),
 # forward and backward, in inference batches, and edge tiles of every transpose: between them every
-# register blocking of every instruction set, B packed (transposed, or rows 2 KiB apart) and read in place.
+# register blocking of every instruction set, B packed and read in place, A packed and read in place.
 SHAPES = [
     (128, 512, 28, False, False),  # x @ W
     (128, 512, 128, False, False),  # h @ U
@@ -27,7 +27,9 @@ SHAPES = [
     (512, 2048, 3, True, False),  # the fable's first layer's dW: 3 words embedded, 4 × 512 gates
     (2048, 16, 545, True, False),  # the fable's z = Wᵀ[x;h;1] at batch 16 (B read in place: 16 floats a row)
     (545, 16, 2048, False, False),  # its d[x;h;1] = W dz (8-row blocking, N <= 16)
-    (157, 128, 512, False, False),  # MNIST's d[x;h;1] (8 x 32 blocking, B in place)
+    (157, 128, 512, False, False),  # MNIST's d[x;h;1] (8 x 32 blocking, B packed)
+    (512, 128, 157, True, False),  # MNIST's z = Wᵀ[x;h;1] on a slice of 128 (AVX-512 14 x 32, a partial row panel)
+    (512, 1000, 157, True, False),  # the same on an inference slice of 1000 (A packed too: N >= 256)
     (16, 112, 512, False, False),  # the fable's logits: a partial last column panel beside whole ones in place
     (37, 53, 19, True, True),
     (5, 7, 1, False, False),

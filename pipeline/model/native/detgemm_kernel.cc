@@ -126,7 +126,7 @@ struct KernDesc {
   int MR;
   int NR;
 };
-constexpr int kMaxTile = 256;  // floats: >= MR * NR of every blocking below
+constexpr int kMaxTile = 448;  // floats: >= MR * NR of every blocking below
 
 // Thread-local packing buffers (the op is single-threaded per call).
 struct Scratch {
@@ -137,7 +137,7 @@ Scratch& GetScratch() {
   return s;
 }
 
-void RunTiled(const KernDesc& kd, bool direct_b, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A,
+void RunTiled(const KernDesc& kd, bool direct_b, bool pack_a, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A,
               int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc) {
   const int MR = kd.MR, NR = kd.NR;
   const int64_t mp = (M + MR - 1) / MR, np = (N + NR - 1) / NR;
@@ -155,15 +155,16 @@ void RunTiled(const KernDesc& kd, bool direct_b, bool ta, bool tb, int64_t M, in
   }
   alignas(64) float tile[kMaxTile];
   // Whole row panels of A are read in place: MR consecutive floats per k (transpose_a), or MR rows
-  // (few, so that their pointers stay in registers and their streams in the prefetchers); packing them
-  // cost more than it saved at every shape measured. The packed B streams from L2 for each.
+  // (few, so that their pointers stay in registers and their streams in the prefetchers), unless pack_a:
+  // then each row panel is copied to [K][MR] first, which pays where it is read by many column panels
+  // (transpose_a with a wide N: its rows in place are lda floats apart, often a multiple of 2 KiB).
   for (int64_t ip = 0; ip < mp; ++ip) {
     const int64_t i0 = ip * MR;
     const int rows = static_cast<int>(M - i0 < MR ? M - i0 : MR);
     const float* ap = ta ? A + i0 : A + i0 * lda;
     int64_t alda = lda;
     KernFn fn = ta ? kd.fn_col : kd.fn_row;
-    if (rows < MR) {  // the last rows, zero-padded to a whole panel
+    if (rows < MR || pack_a) {  // the last rows (zero-padded to a whole panel), or every panel
       if (ta) PackStraight(ap, lda, rows, K, MR, s.a.data());
       else PackTransposed(ap, lda, rows, K, MR, s.a.data());
       ap = s.a.data(), alda = MR, fn = kd.fn_col;
@@ -205,15 +206,17 @@ void GemmScalar(bool ta, bool tb, int64_t M, int64_t N, int64_t K,
   }
 }
 
-// Register blockings (MR rows x NR columns), measured fastest at the layers' shapes (2-core AMD EPYC,
-// Zen 4; docs/numerics.md): AVX-512 16 x 16 where a row panel of A is 16 consecutive floats per k
-// (transpose_a), else 8 rows x 32 columns, or 8 x 16 when N <= 16 (no zero columns); AVX2 6 x 16. Any
-// blocking gives the same bits: it only decides which chains run side by side.
+// Register blockings (MR rows x NR columns), measured fastest at the layers' shapes (docs/numerics.md:
+// 2-core Intel Xeon with AVX-512, and AMD EPYC Zen 4). AVX-512 where N > 16: 14 x 32 (28 accumulators) for
+// transpose_a (an LSTM step's gates: 196 GFLOP/s against 16 x 16's 143 on the Xeon), 8 x 32 otherwise; where
+// N <= 16 (the fable's batch of 16; no zero columns) 16 x 16 for transpose_a, 8 x 16 otherwise. AVX2 6 x 16.
+// Any blocking gives the same bits: it only decides which chains run side by side.
+const KernDesc kAvx512Gates = {KernAvx512<14, 2, true>, KernAvx512<14, 2, false>, 14, 32};
 const KernDesc kAvx512Columns = {KernAvx512<16, 1, true>, KernAvx512<16, 1, false>, 16, 16};
 const KernDesc kAvx512Rows = {KernAvx512<8, 2, true>, KernAvx512<8, 2, false>, 8, 32};
 const KernDesc kAvx512RowsNarrow = {KernAvx512<8, 1, true>, KernAvx512<8, 1, false>, 8, 16};
 const KernDesc kAvx2Blocking = {KernAvx2<6, 2, true>, KernAvx2<6, 2, false>, 6, 16};
-static_assert(16 * 16 <= kMaxTile && 8 * 32 <= kMaxTile && 6 * 16 <= kMaxTile, "tile buffer too small");
+static_assert(14 * 32 <= kMaxTile && 16 * 16 <= kMaxTile && 6 * 16 <= kMaxTile, "tile buffer too small");
 
 Isa BestIsa() {
   static const Isa isa = [] {
@@ -261,14 +264,17 @@ Isa Gemm(Isa isa, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
     return isa;
   }
   const FixedMxcsr fixed;
-  // B is read in place (whole column panels) unless transposed or its rows are a multiple of 2 KiB
-  // apart (every k's load would then fall in the same few L1 sets), and for AVX2 also A (slower there).
-  const bool b_in_place = !tb && ldb % 512 != 0;
+  // B is read in place (whole column panels) where N <= 16 unless transposed or its rows are a multiple
+  // of 2 KiB apart (every k's load would then fall in the same few L1 sets), and for AVX2 also where A is
+  // not transposed; else packed (14 x 32 and 8 x 32 ran 3-10% faster on packed panels). A transposed A
+  // is packed where N >= 256 (an inference batch's slice: 14 x 32 188 GFLOP/s packed, 164 in place).
+  const bool b_in_place = !tb && ldb % 512 != 0, pack_a = ta && N >= 256;
   if (isa == kAvx512) {
-    const KernDesc& blocking = ta ? kAvx512Columns : N <= 16 ? kAvx512RowsNarrow : kAvx512Rows;
-    RunTiled(blocking, b_in_place, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    const bool narrow = N <= 16;
+    const KernDesc& blocking = narrow ? (ta ? kAvx512Columns : kAvx512RowsNarrow) : ta ? kAvx512Gates : kAvx512Rows;
+    RunTiled(blocking, b_in_place && narrow, pack_a, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
   } else if (isa == kAvx2) {
-    RunTiled(kAvx2Blocking, b_in_place && !ta, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    RunTiled(kAvx2Blocking, b_in_place && !ta, pack_a, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
   } else {
     GemmScalar(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
   }
