@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from pipeline.config import ParamsError, parse_params
 from pipeline.model.numerics import environment
@@ -41,6 +43,25 @@ def test_portable_environment_turns_onednn_off_and_overrides_the_users_arithmeti
     assert environment("portable", {"HOME": "/root"})[0]["TF_CPP_MIN_LOG_LEVEL"] == "3"  # quiet unless asked
     native, _ = environment("native", user)
     assert native["TF_ENABLE_ONEDNN_OPTS"] == "1" and "ONEDNN_MAX_CPU_ISA" not in native
+
+
+@pytest.mark.slow
+def test_a_pinned_process_loads_keras_and_mlflow_without_scikit_learn_or_pyplot_and_still_draws_figures(tmp_path):
+    script = """
+import sys
+from pipeline.model.numerics import pin
+pin("portable", 1, 1)
+import keras, mlflow
+from pipeline.tasks.reports import confusion_matrix
+confusion_matrix([0, 1, 1], [0, 1, 0], 2).savefig(sys.argv[1])
+print(sorted(name for name in ("sklearn", "matplotlib.pyplot", "matplotlib.figure") if sys.modules.get(name)))
+"""
+    figure = tmp_path / "confusion.png"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", script, str(figure)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[-2] == "['matplotlib.figure']"  # Keras left out its scikit-learn and pyplot parts
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_portable_refuses_threads_whose_sums_would_depend_on_the_cpu_but_not_long_slices(raw):
