@@ -70,10 +70,11 @@ lint: setup
 	ruff check .
 	ruff format --check .
 
-# One pytest-xdist worker per core and one more: the tests wait for servers, subprocesses and sleeps about a
-# quarter of the time (2 workers on 2 cores kept them 74% busy); tests that share a server stay on one
-# worker (xdist_group).
-TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
+# One pytest-xdist worker per core and two more: the tests wait for servers, subprocesses and sleeps about a
+# quarter of the time (2 workers on 2 cores kept them 74% busy; a fresh clone's `bash .ci/run` on a 2-core AMD EPYC
+# Zen 4 took 13:25 and 14:06 on 3 workers, 12:58 and 13:14 on 4); tests that share a server stay on one worker
+# (xdist_group).
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 2 )))
 test: setup browser qemu lint
 	python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
