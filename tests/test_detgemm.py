@@ -271,6 +271,7 @@ def test_the_makefile_builds_the_library_this_module_loads():
     assert f"DETGEMM := {library.as_posix()}\n" in (ROOT / "Makefile").read_text()
     assert [path.name for path in detgemm.sources()] == [
         "detgemm_cell.cc",
+        "detgemm_image.cc",
         "detgemm_kernel.cc",
         "detgemm_kernel.h",
         "detgemm_op.cc",
@@ -304,3 +305,70 @@ def test_an_experiment_in_dvcs_temporary_copy_uses_the_projects_build(tmp_path):
     built = project / "pipeline" / "model" / detgemm.LIBRARY
     assert detgemm.library_path(copy / "pipeline" / "model") == built
     assert detgemm.library_path(project / "pipeline" / "model") == built
+
+
+# --- the image warp: TensorFlow's own op, the same bits -------------------------------------------------
+
+
+def warp_cases(count: int = 120):
+    """Images, transforms (translations as Keras builds them, general projective ones, one for the whole batch),
+    output sizes (the image's and others) and fill values."""
+    rng = np.random.default_rng(5)
+    for case in range(count):
+        batch, height, width, channels = (int(n) for n in rng.integers(1, (6, 33, 33, 4)))
+        channels = 1 if case % 2 else channels  # one channel: the vector paths (16 or 8 pixels at a time)
+        images = rng.standard_normal((batch, height, width, channels)).astype(np.float32) * 100
+        if case % 3 == 0:  # a translation by up to 30% of the size, as RandomTranslation's matrix
+            transforms = np.zeros((batch, 8), np.float32)
+            transforms[:, 0] = transforms[:, 4] = 1
+            transforms[:, 2] = rng.uniform(-0.3, 0.3, batch) * width
+            transforms[:, 5] = rng.uniform(-0.3, 0.3, batch) * height
+        else:  # projective, per image or one for all
+            transforms = rng.standard_normal((batch if case % 3 == 1 else 1, 8)).astype(np.float32)
+            transforms[:, 6:] *= 0.05
+        size = (height, width) if case % 4 else tuple(int(n) for n in rng.integers(1, 40, 2))
+        yield images, transforms, np.array(size, np.int32), np.float32(rng.choice([0.0, 1.5, -7.25]))
+
+
+def tensorflows_warp(images, transforms, size, fill):
+    import tensorflow as tf
+
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=size,
+        fill_value=fill,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    ).numpy()
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "scalar"])
+def test_the_warp_has_the_bits_of_tensorflows_bilinear_constant_fill_transform_on_every_isa(isa):
+    cases = list(warp_cases())
+    for images, transforms, size, fill in cases:
+        expected = tensorflows_warp(images, transforms, size, fill)
+        warped = detgemm.projective_transform(images, transforms, size, fill, isa=isa).numpy()
+        assert warped.shape == expected.shape, (images.shape, size)
+        assert digest(warped) == digest(expected), (images.shape, transforms[0], size)
+    # the cases reach the edges: pixels blended with the fill value, and whole rows of it
+    assert any((tensorflows_warp(*case) == case[3]).any() for case in cases)
+
+
+def test_the_warp_fills_where_the_projection_is_zero_and_takes_one_transform_for_the_whole_batch():
+    images = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4, 1)
+    vanishing = np.array([[1, 0, 0, 0, 1, 0, -1, 0]], np.float32)  # projection 1 - x: 0 in column 1
+    for transforms in (vanishing, np.repeat(vanishing, 2, axis=0)):
+        warped = detgemm.projective_transform(images, transforms, np.array([3, 4], np.int32), 9.0).numpy()
+        assert (warped[:, :, 1] == 9.0).all()
+        assert digest(warped) == digest(tensorflows_warp(images, transforms, np.array([3, 4], np.int32), 9.0))
+
+
+def test_a_wrong_shape_for_the_warp_is_one_line_naming_it():
+    import tensorflow as tf
+
+    images = np.zeros((2, 3, 4, 1), np.float32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"transforms must be \(1 or 2, 8\), got \[3,8\]"):
+        detgemm.projective_transform(images, np.zeros((3, 8), np.float32), np.array([3, 4], np.int32), 0.0)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="rank 4|must be rank 4"):
+        detgemm.projective_transform(images[0], np.zeros((1, 8), np.float32), np.array([3, 4], np.int32), 0.0)

@@ -51,3 +51,36 @@ def test_sliced_training_follows_the_same_gradient(small_model):
         gradients.append(tape.gradient(value, model.trainable_weights))
     for a, b in zip(*gradients, strict=True):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def translation_graph(layer: keras.layers.Layer, images: np.ndarray):
+    """The layer's training-time output on ``images`` and the op types of its traced graph."""
+    import tensorflow as tf
+
+    function = tf.function(lambda x: layer(x, training=True))
+    graph = function.get_concrete_function(tf.TensorSpec((None, *images.shape[1:]), tf.float32)).graph
+    return function(tf.constant(images)).numpy(), [op.type for op in graph.get_operations()]
+
+
+@pytest.mark.parametrize("pieces", [1, 2, 3])
+def test_the_librarys_warp_translates_as_keras_does_on_parts_of_the_batch_side_by_side(pieces):
+    from pipeline.model.layers import warp_with_library
+
+    images = np.random.default_rng(3).random((7, 28, 28, 1)).astype("float32")
+
+    def translation(fill_mode: str = "constant") -> keras.layers.RandomTranslation:
+        return keras.layers.RandomTranslation(0.2, 0.2, fill_mode=fill_mode, seed=11, name="shift")
+
+    for size in (1, 2, 6, 7):  # fewer images than pieces, divisible and not
+        expected, keras_ops = translation_graph(translation(), images[:size])
+        warped, ops = translation_graph(warp_with_library(translation(), pieces), images[:size])
+        assert warped.tobytes() == expected.tobytes(), size
+        assert not np.array_equal(warped, images[:size])  # it did translate
+        assert "ImageProjectiveTransformV3" in keras_ops and "ImageProjectiveTransformV3" not in ops
+        assert ops.count("DetProjectiveTransform") == pieces
+    # what the library's op does not cover keeps Keras' own path, and a saved model names Keras' class
+    reflected, ops = translation_graph(warp_with_library(translation("reflect"), pieces), images)
+    assert reflected.tobytes() == translation_graph(translation("reflect"), images)[0].tobytes()
+    assert "DetProjectiveTransform" not in ops
+    wrapped = warp_with_library(translation(), pieces)
+    assert keras.saving.serialize_keras_object(wrapped) == keras.saving.serialize_keras_object(translation())

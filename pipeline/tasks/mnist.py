@@ -14,6 +14,7 @@ import numpy as np
 from pipeline.config import MNIST_CLASSES, Params
 from pipeline.datasets.splits import load_split, split_files
 from pipeline.model.inference import logits_function, logits_loss
+from pipeline.model.layers import warp_with_library
 from pipeline.model.network import recurrent_classifier
 from pipeline.tasks.base import Dataset, Evaluation, Examples, Task, TrainingData
 from pipeline.tasks.reports import confusion_matrix
@@ -39,7 +40,10 @@ def build_model(params: Params, data: TrainingData) -> keras.Model:
     if training.augment_shift > 0:
         x = keras.layers.Reshape((rows, columns, 1), name="as_image")(x)
         shift = training.augment_shift
-        x = keras.layers.RandomTranslation(shift, shift, fill_mode="constant", seed=training.seed, name="shift")(x)
+        translation = keras.layers.RandomTranslation(
+            shift, shift, fill_mode="constant", seed=training.seed, name="shift"
+        )
+        x = warp_with_library(translation, pieces=training.parallel_slices)(x)
         x = keras.layers.Reshape((rows, columns), name="as_rows")(x)
     return recurrent_classifier(inputs, x, training, data.classes, name="mnist_lstm")
 
