@@ -1,14 +1,15 @@
 """Where one training step and one inference batch of the pipeline's MNIST model spend their time.
 
 Measured in a fresh worker process (bench.workers), pinned to params.yaml's numerics mode: each is traced
-into one TensorFlow graph, its operations counted by type, and timed against a graph of its matrix
-products alone.
+into one TensorFlow graph, its operations counted by type, timed, and run under TensorFlow's profiler, whose
+trace gives each operation's own time: the matrix products' share of it.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -76,53 +77,73 @@ def step_profile(params: Params, batch: int, repeats: int) -> dict:
 
 
 def _graph_profile(function: Callable, arguments: tuple, repeats: int) -> dict:
-    """``function``'s graph: its time per call, its matrix products' time alone, and its operations by type."""
+    """``function``'s graph: its time per call, its operations by type, and from TensorFlow's trace of it (the
+    executor's threads, every operation's own time) how much of its operations' time the matrix products take.
+
+    Products are timed where they run, on the step's own operands: replayed alone on fresh random operands
+    (an earlier yardstick) they read cold memory and timed slower than inside the step, up to longer than
+    the whole step.
+    """
     import tensorflow as tf
 
-    from pipeline.model import detgemm
-
-    # The matrix products, each redone as itself on random operands of its shapes: TensorFlow's (native
-    # numerics) and pipeline.model.detgemm's (portable: DetMatMul, and an LSTM step's gates and their gradient).
-    def attributes(operation: tf.Operation, *names: str) -> dict:
-        return {name: operation.get_attr(name) for name in names}
-
-    products: dict[str, tuple[Callable, tuple[str, ...]]] = {
-        "MatMul": (tf.linalg.matmul, ("transpose_a", "transpose_b")),
-        "DetMatMul": (detgemm.matmul, ("transpose_a", "transpose_b")),
-        "DetGates": (detgemm.gates, ()),
-        "DetGatesGrad": (detgemm.gates_gradient, ("with_dx",)),
-    }
+    products = ("MatMul", "DetMatMul", "DetGates", "DetGatesGrad")
     graph = function.get_concrete_function(*arguments).graph
     kinds: dict[str, int] = {}
-    rng = np.random.default_rng(0)
-    operands = []
     for operation in graph.get_operations():
         kinds[operation.type] = kinds.get(operation.type, 0) + 1
-        if operation.type in products:
-            product, names = products[operation.type]
-            inputs = [tf.constant(rng.random(tuple(t.shape), dtype=np.float32)) for t in operation.inputs]
-            operands.append((product, inputs, attributes(operation, *names)))
-
-    @tf.function
-    def matmuls_only() -> tf.Tensor:
-        first = [tf.nest.flatten(product(*inputs, **attrs))[0] for product, inputs, attrs in operands]
-        return tf.add_n([tf.reduce_sum(output[:1, :1]) for output in first])
 
     def median_ms(action: Callable[[], object], calls: int = 20) -> float:
         action()
         return statistics.median(timed(lambda: [action() for _ in range(calls)]) for _ in range(repeats)) / calls * 1e3
 
-    step_ms = median_ms(lambda: tf.nest.map_structure(lambda t: t.numpy(), function(*arguments)))
-    matmul_ms = median_ms(lambda: matmuls_only().numpy())
+    def call() -> None:
+        tf.nest.map_structure(lambda t: t.numpy(), function(*arguments))
+
+    step_ms = median_ms(call)
+    by_type = _traced_ms_by_type(call, calls=max(repeats, 3), types=set(kinds))
     by_kind = {kind: kinds[kind] for kind in products if kind in kinds}
     matmuls = sum(by_kind.values())
     others = sum(kinds.values()) - matmuls
+    products_ms = sum(ms for kind, ms in by_type.items() if kind in products)
+    ops_ms = sum(by_type.values())
     return {
         "step_ms": step_ms,
-        "matmul_ms": matmul_ms,
         "matmuls": matmuls,
         "products": by_kind,
         "other_ops": others,
-        "other_ms_per_op": (step_ms - matmul_ms) / others * 1e3 if others else 0.0,
+        "products_ms": products_ms,  # per call, summed over the threads that ran them
+        "ops_ms": ops_ms,
+        "product_share": products_ms / ops_ms if ops_ms else 0.0,
+        "other_ms_per_op": (ops_ms - products_ms) / others * 1e3 if others else 0.0,
         "top_ops": dict(sorted(kinds.items(), key=lambda item: -item[1])[:12]),
     }
+
+
+def _traced_ms_by_type(call: Callable[[], None], calls: int, types: set[str]) -> dict[str, float]:
+    """Milliseconds per call that each operation type of the graph ran, summed over threads: TensorFlow's
+    profiler around ``calls`` calls, its host events named ``node:Type`` for the graph's types (not the
+    executor's own events around them)."""
+    import tempfile
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    with tempfile.TemporaryDirectory() as directory:
+        tf.profiler.experimental.start(directory)
+        try:
+            for _ in range(calls):
+                call()
+        finally:
+            tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        for path in Path(directory).rglob("*.xplane.pb"):
+            space.MergeFromString(path.read_bytes())
+    totals: dict[str, float] = {}
+    for plane in space.planes:
+        names = {key: value.name for key, value in plane.event_metadata.items()}
+        for line in plane.lines:
+            for event in line.events:
+                kind = names.get(event.metadata_id, "").rpartition(":")[2]
+                if kind in types:
+                    totals[kind] = totals.get(kind, 0.0) + event.duration_ps / 1e9 / calls
+    return totals

@@ -368,7 +368,9 @@ def test_benchmark_runs_every_part_on_the_trained_project(trained_copy, tmp_path
     for part in ("train", "inference"):  # where the time goes: matrix products vs everything else
         profile = results["profile"][part]
         # portable: every product is one of pipeline.model.detgemm's ops, none TensorFlow's
-        assert profile["step_ms"] > 0 and profile["matmul_ms"] > 0 and profile["matmuls"] > 0
+        assert profile["step_ms"] > 0 and profile["matmuls"] > 0
+        # the trace saw every kind of product run, and the rest too
+        assert 0 < profile["products_ms"] < profile["ops_ms"] and 0 < profile["product_share"] < 1
         assert sum(profile["products"].values()) == profile["matmuls"] and "MatMul" not in profile["products"]
         assert set(profile["products"]) <= {"DetMatMul", "DetGates", "DetGatesGrad"}
     for line in (
