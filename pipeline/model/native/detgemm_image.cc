@@ -34,6 +34,7 @@
 
 // GCC 12 warns about its own AVX-512 intrinsics' _mm512_undefined_* pass-through values.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wpsabi"  // vector types in the signatures of functions only ever inlined
 
 namespace detgemm {
 namespace {
@@ -47,11 +48,11 @@ struct Row {
   float fill;
 };
 
-// Output pixels [begin, end) of a row, one by one; TensorFlow's operations in its order. AVX (which
+// The row's output pixels [0, end), one by one; TensorFlow's operations in its order. AVX (which
 // TensorFlow itself requires) so that floor is one instruction (roundss), not a call into libm: the same result.
-__attribute__((target("avx"))) void PixelsScalar(const Row& r, int64_t begin, int64_t end, float* out) {
+__attribute__((target("avx"))) void PixelsScalar(const Row& r, int64_t end, float* out) {
   const int64_t channels = r.channels;
-  for (int64_t ox = begin; ox < end; ++ox) {
+  for (int64_t ox = 0; ox < end; ++ox) {
     float* o = out + ox * channels;
     const float fx = static_cast<float>(ox);
     const float projection = r.t[6] * fx + r.py + 1.f;
@@ -81,115 +82,135 @@ __attribute__((target("avx"))) void PixelsScalar(const Row& r, int64_t begin, in
   }
 }
 
-// 0 <= v < size, lane by lane; the pixels (y, x) of an image of `width` columns where mask, else fill.
-__attribute__((target("avx2,fma"))) inline __m256i Inside(__m256i v, __m256i size) {
-  return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), v), _mm256_cmpgt_epi32(size, v));
-}
-__attribute__((target("avx2,fma"))) inline __m256 Read(const float* image, __m256i width, __m256i y, __m256i x,
-                                                      __m256i mask, __m256 fill) {
-  const __m256i index = _mm256_add_epi32(_mm256_mullo_epi32(y, width), x);
-  return _mm256_mask_i32gather_ps(fill, image, index, _mm256_castsi256_ps(mask), 4);
-}
-__attribute__((target("avx512f"))) inline __mmask16 Inside(__m512i v, __m512i size) {
-  return _mm512_cmpge_epi32_mask(v, _mm512_setzero_si512()) & _mm512_cmplt_epi32_mask(v, size);
-}
-__attribute__((target("avx512f"))) inline __m512 Read(const float* image, __m512i width, __m512i y, __m512i x,
-                                                     __mmask16 mask, __m512 fill) {
-  const __m512i index = _mm512_add_epi32(_mm512_mullo_epi32(y, width), x);
-  return _mm512_mask_i32gather_ps(fill, mask, index, image, 4);
+// The vector operations the generic loop below needs, 8 lanes (AVX2) or 16 (AVX-512). Mask: a lane mask
+// (AVX2: all bits of the lane set; AVX-512: a bit per lane).
+#define DETGEMM_AVX2 __attribute__((target("avx2,fma")))
+struct Avx2 {
+  using V = __m256;
+  using I = __m256i;
+  using Mask = __m256i;
+  static constexpr int kWidth = 8;
+  DETGEMM_AVX2 static V Set(float x) { return _mm256_set1_ps(x); }
+  DETGEMM_AVX2 static I SetI(int64_t x) { return _mm256_set1_epi32(static_cast<int>(x)); }
+  DETGEMM_AVX2 static I Lanes() { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
+  DETGEMM_AVX2 static I AddI(I a, I b) { return _mm256_add_epi32(a, b); }
+  DETGEMM_AVX2 static V Float(I x) { return _mm256_cvtepi32_ps(x); }
+  DETGEMM_AVX2 static I Truncate(V x) { return _mm256_cvttps_epi32(x); }
+  DETGEMM_AVX2 static V Add(V a, V b) { return _mm256_add_ps(a, b); }
+  DETGEMM_AVX2 static V Sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  DETGEMM_AVX2 static V Mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  DETGEMM_AVX2 static V Div(V a, V b) { return _mm256_div_ps(a, b); }
+  DETGEMM_AVX2 static V Floor(V x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+  DETGEMM_AVX2 static bool AnyNot(V x, V value) {
+    return _mm256_movemask_ps(_mm256_cmp_ps(x, value, _CMP_NEQ_UQ)) != 0;
+  }
+  DETGEMM_AVX2 static Mask Equal(V x, V value) { return _mm256_castps_si256(_mm256_cmp_ps(x, value, _CMP_EQ_OQ)); }
+  DETGEMM_AVX2 static Mask Inside(I v, I size) {  // 0 <= v < size
+    return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), v), _mm256_cmpgt_epi32(size, v));
+  }
+  DETGEMM_AVX2 static Mask And(Mask a, Mask b) { return _mm256_and_si256(a, b); }
+  // vgatherdps written out, with ymm4 clobbered so that no operand is it: qemu 7.2 (Debian 12's, which runs
+  // the cross-CPU test) decodes a VSIB index of ymm4 as no index and reads the wrong pixels. The hardware
+  // does not care which registers; the bits are _mm256_mask_i32gather_ps's.
+  DETGEMM_AVX2 static V Read(const float* image, I width, I y, I x, Mask mask, V fill) {
+    const I index = _mm256_add_epi32(_mm256_mullo_epi32(y, width), x);
+    V result = fill;
+    __asm__("vgatherdps %[mask], (%[image],%[index],4), %[result]"
+            : [result] "+&x"(result), [mask] "+&x"(mask)
+            : [image] "r"(image), [index] "x"(index)
+            : "xmm4", "memory");
+    return result;
+  }
+  DETGEMM_AVX2 static V Blend(V value, V other, Mask mask) {
+    return _mm256_blendv_ps(value, other, _mm256_castsi256_ps(mask));
+  }
+  DETGEMM_AVX2 static void Store(float* out, int64_t count, V v) {  // the first `count` lanes
+    if (count >= kWidth) _mm256_storeu_ps(out, v);
+    else _mm256_maskstore_ps(out, _mm256_cmpgt_epi32(SetI(count), Lanes()), v);
+  }
+};
+
+#define DETGEMM_AVX512 __attribute__((target("avx512f")))
+struct Avx512 {
+  using V = __m512;
+  using I = __m512i;
+  using Mask = __mmask16;
+  static constexpr int kWidth = 16;
+  DETGEMM_AVX512 static V Set(float x) { return _mm512_set1_ps(x); }
+  DETGEMM_AVX512 static I SetI(int64_t x) { return _mm512_set1_epi32(static_cast<int>(x)); }
+  DETGEMM_AVX512 static I Lanes() { return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
+  DETGEMM_AVX512 static I AddI(I a, I b) { return _mm512_add_epi32(a, b); }
+  DETGEMM_AVX512 static V Float(I x) { return _mm512_cvtepi32_ps(x); }
+  DETGEMM_AVX512 static I Truncate(V x) { return _mm512_cvttps_epi32(x); }
+  DETGEMM_AVX512 static V Add(V a, V b) { return _mm512_add_ps(a, b); }
+  DETGEMM_AVX512 static V Sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  DETGEMM_AVX512 static V Mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  DETGEMM_AVX512 static V Div(V a, V b) { return _mm512_div_ps(a, b); }
+  DETGEMM_AVX512 static V Floor(V x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+  DETGEMM_AVX512 static bool AnyNot(V x, V value) { return _mm512_cmp_ps_mask(x, value, _CMP_NEQ_UQ) != 0; }
+  DETGEMM_AVX512 static Mask Equal(V x, V value) { return _mm512_cmp_ps_mask(x, value, _CMP_EQ_OQ); }
+  DETGEMM_AVX512 static Mask Inside(I v, I size) {  // 0 <= v < size
+    return _mm512_cmpge_epi32_mask(v, _mm512_setzero_si512()) & _mm512_cmplt_epi32_mask(v, size);
+  }
+  DETGEMM_AVX512 static Mask And(Mask a, Mask b) { return a & b; }
+  DETGEMM_AVX512 static V Read(const float* image, I width, I y, I x, Mask mask, V fill) {
+    const I index = _mm512_add_epi32(_mm512_mullo_epi32(y, width), x);
+    return _mm512_mask_i32gather_ps(fill, mask, index, image, 4);
+  }
+  DETGEMM_AVX512 static V Blend(V value, V other, Mask mask) { return _mm512_mask_blend_ps(mask, value, other); }
+  DETGEMM_AVX512 static void Store(float* out, int64_t count, V v) {  // the first `count` lanes
+    _mm512_mask_storeu_ps(out, count >= kWidth ? 0xFFFF : static_cast<__mmask16>((1u << count) - 1), v);
+  }
+};
+
+// One channel, kWidth output pixels at a time: PixelsScalar's operations lane by lane (a lane's integer
+// coordinate is cvttps2dq's, INT32_MIN out of range: outside the image exactly where TensorFlow's INT64_MIN
+// or a large value is, for an image of fewer than 2^31 floats), reads by masked gathers, the row's last
+// pixels by a masked store (lanes past its end computed, not stored). Inlined into each ISA's loop.
+template <class O>
+inline void Pixels(const Row& r, int64_t end, float* out) {
+  using V = typename O::V;
+  using I = typename O::I;
+  using Mask = typename O::Mask;
+  const V t0 = O::Set(r.t[0]), t2 = O::Set(r.t[2]), t3 = O::Set(r.t[3]), t5 = O::Set(r.t[5]), t6 = O::Set(r.t[6]);
+  const V py = O::Set(r.py), xy = O::Set(r.xy), yy = O::Set(r.yy), one = O::Set(1.f), fill = O::Set(r.fill);
+  const I height = O::SetI(r.height), width = O::SetI(r.width);
+  for (int64_t ox = 0; ox < end; ox += O::kWidth) {
+    const V fx = O::Float(O::AddI(O::SetI(ox), O::Lanes()));
+    const V projection = O::Add(O::Add(O::Mul(t6, fx), py), one);
+    V in_x = O::Add(O::Add(O::Mul(t0, fx), xy), t2), in_y = O::Add(O::Add(O::Mul(t3, fx), yy), t5);
+    if (O::AnyNot(projection, one)) {  // x / 1 is x, bit for bit: an affine warp skips the divisions
+      in_x = O::Div(in_x, projection);
+      in_y = O::Div(in_y, projection);
+    }
+    const V y_floor = O::Floor(in_y), x_floor = O::Floor(in_x);
+    const V y_ceil = O::Add(y_floor, one), x_ceil = O::Add(x_floor, one);
+    const I y0 = O::Truncate(y_floor), x0 = O::Truncate(x_floor), y1 = O::Truncate(y_ceil), x1 = O::Truncate(x_ceil);
+    const Mask in_y0 = O::Inside(y0, height), in_y1 = O::Inside(y1, height);
+    const Mask in_x0 = O::Inside(x0, width), in_x1 = O::Inside(x1, width);
+    const V wx0 = O::Sub(x_ceil, in_x), wx1 = O::Sub(in_x, x_floor), wy0 = O::Sub(y_ceil, in_y), wy1 = O::Sub(in_y, y_floor);
+    const V p00 = O::Read(r.image, width, y0, x0, O::And(in_y0, in_x0), fill);
+    const V p01 = O::Read(r.image, width, y0, x1, O::And(in_y0, in_x1), fill);
+    const V p10 = O::Read(r.image, width, y1, x0, O::And(in_y1, in_x0), fill);
+    const V p11 = O::Read(r.image, width, y1, x1, O::And(in_y1, in_x1), fill);
+    const V top = O::Add(O::Mul(wx0, p00), O::Mul(wx1, p01)), bottom = O::Add(O::Mul(wx0, p10), O::Mul(wx1, p11));
+    const V value = O::Add(O::Mul(wy0, top), O::Mul(wy1, bottom));
+    O::Store(out + ox, end - ox, O::Blend(value, fill, O::Equal(projection, O::Set(0.f))));
+  }
 }
 
-// One channel, 8 output pixels at a time: the same operations lane by lane (a lane's integer coordinate is
-// cvttps2dq's, INT32_MIN out of range: outside the image exactly where TensorFlow's INT64_MIN or a large
-// value is, for an image of fewer than 2^31 floats), reads by masked gathers, the row's last pixels by a
-// masked store. Returns the pixels done: all of them.
-__attribute__((target("avx2,fma"))) int64_t PixelsAvx2(const Row& r, int64_t end, float* out) {
-  const __m256 t0 = _mm256_set1_ps(r.t[0]), t2 = _mm256_set1_ps(r.t[2]), t3 = _mm256_set1_ps(r.t[3]);
-  const __m256 t5 = _mm256_set1_ps(r.t[5]), t6 = _mm256_set1_ps(r.t[6]), py = _mm256_set1_ps(r.py);
-  const __m256 xy = _mm256_set1_ps(r.xy), yy = _mm256_set1_ps(r.yy), one = _mm256_set1_ps(1.f);
-  const __m256 fill = _mm256_set1_ps(r.fill), zero = _mm256_setzero_ps();
-  const __m256i height = _mm256_set1_epi32(static_cast<int>(r.height)), width = _mm256_set1_epi32(static_cast<int>(r.width));
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  for (int64_t ox = 0; ox < end; ox += 8) {
-    const __m256 fx = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(ox)), lanes));
-    const __m256 projection = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(t6, fx), py), one);
-    __m256 in_x = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(t0, fx), xy), t2);
-    __m256 in_y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(t3, fx), yy), t5);
-    if (_mm256_movemask_ps(_mm256_cmp_ps(projection, one, _CMP_NEQ_UQ)) != 0) {  // x / 1 is x: skipped when affine
-      in_x = _mm256_div_ps(in_x, projection);
-      in_y = _mm256_div_ps(in_y, projection);
-    }
-    const __m256 y_floor = _mm256_round_ps(in_y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    const __m256 x_floor = _mm256_round_ps(in_x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    const __m256 y_ceil = _mm256_add_ps(y_floor, one), x_ceil = _mm256_add_ps(x_floor, one);
-    const __m256i y0 = _mm256_cvttps_epi32(y_floor), x0 = _mm256_cvttps_epi32(x_floor);
-    const __m256i y1 = _mm256_cvttps_epi32(y_ceil), x1 = _mm256_cvttps_epi32(x_ceil);
-    const __m256i in_y0 = Inside(y0, height), in_y1 = Inside(y1, height);
-    const __m256i in_x0 = Inside(x0, width), in_x1 = Inside(x1, width);
-    const __m256 wx0 = _mm256_sub_ps(x_ceil, in_x), wx1 = _mm256_sub_ps(in_x, x_floor);
-    const __m256 wy0 = _mm256_sub_ps(y_ceil, in_y), wy1 = _mm256_sub_ps(in_y, y_floor);
-    const __m256 p00 = Read(r.image, width, y0, x0, _mm256_and_si256(in_y0, in_x0), fill);
-    const __m256 p01 = Read(r.image, width, y0, x1, _mm256_and_si256(in_y0, in_x1), fill);
-    const __m256 p10 = Read(r.image, width, y1, x0, _mm256_and_si256(in_y1, in_x0), fill);
-    const __m256 p11 = Read(r.image, width, y1, x1, _mm256_and_si256(in_y1, in_x1), fill);
-    const __m256 top = _mm256_add_ps(_mm256_mul_ps(wx0, p00), _mm256_mul_ps(wx1, p01));
-    const __m256 bottom = _mm256_add_ps(_mm256_mul_ps(wx0, p10), _mm256_mul_ps(wx1, p11));
-    const __m256 value = _mm256_add_ps(_mm256_mul_ps(wy0, top), _mm256_mul_ps(wy1, bottom));
-    const __m256 result = _mm256_blendv_ps(value, fill, _mm256_cmp_ps(projection, zero, _CMP_EQ_OQ));
-    if (ox + 8 <= end) {
-      _mm256_storeu_ps(out + ox, result);
-    } else {  // the row's last pixels: lanes past its end computed, not stored
-      const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(end - ox)), lanes);
-      _mm256_maskstore_ps(out + ox, tail, result);
-    }
-  }
-  return end;
+// Each ISA's loop: the generic code inlined (flatten) and so compiled for the loop's target.
+__attribute__((target("avx2,fma"), flatten)) void PixelsAvx2(const Row& r, int64_t end, float* out) {
+  Pixels<Avx2>(r, end, out);
 }
-
-// The same, 16 pixels at a time.
-__attribute__((target("avx512f"))) int64_t PixelsAvx512(const Row& r, int64_t end, float* out) {
-  const __m512 t0 = _mm512_set1_ps(r.t[0]), t2 = _mm512_set1_ps(r.t[2]), t3 = _mm512_set1_ps(r.t[3]);
-  const __m512 t5 = _mm512_set1_ps(r.t[5]), t6 = _mm512_set1_ps(r.t[6]), py = _mm512_set1_ps(r.py);
-  const __m512 xy = _mm512_set1_ps(r.xy), yy = _mm512_set1_ps(r.yy), one = _mm512_set1_ps(1.f);
-  const __m512 fill = _mm512_set1_ps(r.fill), zero = _mm512_setzero_ps();
-  const __m512i height = _mm512_set1_epi32(static_cast<int>(r.height)), width = _mm512_set1_epi32(static_cast<int>(r.width));
-  const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  for (int64_t ox = 0; ox < end; ox += 16) {
-    const __m512 fx = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(ox)), lanes));
-    const __m512 projection = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(t6, fx), py), one);
-    __m512 in_x = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(t0, fx), xy), t2);
-    __m512 in_y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(t3, fx), yy), t5);
-    if (_mm512_cmp_ps_mask(projection, one, _CMP_NEQ_UQ) != 0) {  // x / 1 is x, bit for bit: an affine warp skips it
-      in_x = _mm512_div_ps(in_x, projection);
-      in_y = _mm512_div_ps(in_y, projection);
-    }
-    const __m512 y_floor = _mm512_roundscale_ps(in_y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    const __m512 x_floor = _mm512_roundscale_ps(in_x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    const __m512 y_ceil = _mm512_add_ps(y_floor, one), x_ceil = _mm512_add_ps(x_floor, one);
-    const __m512i y0 = _mm512_cvttps_epi32(y_floor), x0 = _mm512_cvttps_epi32(x_floor);
-    const __m512i y1 = _mm512_cvttps_epi32(y_ceil), x1 = _mm512_cvttps_epi32(x_ceil);
-    const __mmask16 in_y0 = Inside(y0, height), in_y1 = Inside(y1, height);
-    const __mmask16 in_x0 = Inside(x0, width), in_x1 = Inside(x1, width);
-    const __m512 wx0 = _mm512_sub_ps(x_ceil, in_x), wx1 = _mm512_sub_ps(in_x, x_floor);
-    const __m512 wy0 = _mm512_sub_ps(y_ceil, in_y), wy1 = _mm512_sub_ps(in_y, y_floor);
-    const __m512 p00 = Read(r.image, width, y0, x0, in_y0 & in_x0, fill);
-    const __m512 p01 = Read(r.image, width, y0, x1, in_y0 & in_x1, fill);
-    const __m512 p10 = Read(r.image, width, y1, x0, in_y1 & in_x0, fill);
-    const __m512 p11 = Read(r.image, width, y1, x1, in_y1 & in_x1, fill);
-    const __m512 top = _mm512_add_ps(_mm512_mul_ps(wx0, p00), _mm512_mul_ps(wx1, p01));
-    const __m512 bottom = _mm512_add_ps(_mm512_mul_ps(wx0, p10), _mm512_mul_ps(wx1, p11));
-    const __m512 value = _mm512_add_ps(_mm512_mul_ps(wy0, top), _mm512_mul_ps(wy1, bottom));
-    const __mmask16 tail = ox + 16 <= end ? 0xFFFF : static_cast<__mmask16>((1u << (end - ox)) - 1);  // past the row: not stored
-    _mm512_mask_storeu_ps(out + ox, tail, _mm512_mask_blend_ps(_mm512_cmp_ps_mask(projection, zero, _CMP_EQ_OQ), value, fill));
-  }
-  return end;
+__attribute__((target("avx512f"), flatten)) void PixelsAvx512(const Row& r, int64_t end, float* out) {
+  Pixels<Avx512>(r, end, out);
 }
 
 }  // namespace
 
 // images (batch, height, width, channels); transforms (1 or batch, 8); out (batch, out_height, out_width,
-// channels). Vector paths for one channel (MNIST's) and images of fewer than 2^31 floats; the rest, and each
-// row's last pixels, one by one.
+// channels). Vector paths for one channel (MNIST's) and images of fewer than 2^31 floats; the rest one by one.
 Isa ProjectiveTransform(Isa isa, const float* images, int64_t batch, int64_t height, int64_t width,
                         int64_t channels, const float* transforms, bool one_transform, int64_t out_height,
                         int64_t out_width, float fill, float* out) {
@@ -203,10 +224,9 @@ Isa ProjectiveTransform(Isa isa, const float* images, int64_t batch, int64_t hei
       const Row row{images + b * height * width * channels, height, width, channels, t, fy, t[7] * fy, t[1] * fy,
                     t[4] * fy, fill};
       float* o = out + (b * out_height + oy) * out_width * channels;
-      int64_t done = 0;
-      if (vector && isa == kAvx512) done = PixelsAvx512(row, out_width, o);
-      if (vector && isa == kAvx2) done = PixelsAvx2(row, out_width, o);
-      PixelsScalar(row, done, out_width, o);
+      if (vector && isa == kAvx512) PixelsAvx512(row, out_width, o);
+      else if (vector && isa == kAvx2) PixelsAvx2(row, out_width, o);
+      else PixelsScalar(row, out_width, o);
     }
   }
   return isa;
