@@ -64,6 +64,10 @@ def targets(results: dict) -> list[Target]:
         portable = t["implementations"].get(implementation_name("portable"))
         if portable:
             found.append(("portable training, share of the peak", portable["train_share_of_peak"], 0.70, True, "%"))
+        one_core = t.get("one_core_gflops", {})
+        if "portable" in one_core and "numpy" in one_core:
+            kernel = one_core["portable"]["step"] / one_core["numpy"]["step"]
+            found.append(("portable kernel / NumPy's, one core at a step's products", kernel, 0.90, True, "%"))
     p = _measured(results, "profile")
     if p:
         other = 1 - p["train"]["product_share"]
@@ -136,10 +140,21 @@ def _throughput_lines(t: dict) -> list[str]:
     )
     lines.extend(f"peak: {note}" for note in peak["notes"])
     lines.append(
-        "float32 GEMM at the step's shape: "
+        "float32 GEMM at the step's shape, all cores: "
         + ", ".join(f"{k} {v:.0f}" for k, v in t["gemm_gflops"].items())
         + " GFLOP/s"
     )
+    one_core = t.get("one_core_gflops")
+    if one_core:
+        products = [name for name in next(iter(one_core.values())) if name != "step"]
+        lines.append(
+            f"one core, one step's products on a batch slice ({', '.join(products)}; all three): "
+            + "; ".join(
+                f"{library} " + " / ".join(f"{rates[name]:.0f}" for name in products) + f" ({rates['step']:.0f})"
+                for library, rates in one_core.items()
+            )
+            + " GFLOP/s"
+        )
     return lines
 
 

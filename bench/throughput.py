@@ -15,13 +15,13 @@ import importlib.util
 import time
 from collections.abc import Sequence
 
-from bench.gemm_limit import gemm_gflops
+from bench.gemm_limit import gemm_gflops, one_core_gflops
 from bench.implementations import Ours, Torch
 from bench.modes import TORCH, TORCH_MISSING, implementation_name, mode_params
 from bench.peak import PEAK_SIZE, lstm_flops, machine_peak, shares_of_peak
 from bench.report import ratios
 from bench.timing import median_rate, timed
-from bench.workers import FreshProcess
+from bench.workers import FreshProcess, run_once
 from pipeline.config import Params, ParamsError, load_params
 
 # Seconds of quiet before each timed turn: the worker that just finished may still have threads spinning.
@@ -78,11 +78,12 @@ def measure_round() -> dict:
     }
 
 
-def measure_gemm(batch: int, units: int) -> dict[str, float]:
-    """GFLOP/s of this worker's library at the LSTM step's shape, in this worker's numerics."""
+def measure_gemm(batch: int, units: int, slices: int) -> dict[str, float]:
+    """GFLOP/s of this worker's library at the LSTM step's shape, in this worker's numerics (TensorFlow's in
+    ``slices`` side by side, as the model's batch)."""
     assert _measured is not None, "start() first"
     inner, outer = _measured.x.shape[2] + units, 4 * units
-    return {library: gemm_gflops(library, batch, inner, outer) for library in _libraries}
+    return {library: gemm_gflops(library, batch, inner, outer, slices=slices) for library in _libraries}
 
 
 # --- in the benchmark's process: the workers, their rounds in turns, the figures ------------------------
@@ -140,10 +141,17 @@ def throughput(
                 rounds[name].append(worker.call(measure_round))
         gemm = {}
         for name, worker in workers.items():
-            for library, rate in worker.call(measure_gemm, batch, params.mnist.units).items():
+            slices = params.mnist.parallel_slices
+            for library, rate in worker.call(measure_gemm, batch, params.mnist.units, slices).items():
                 gemm[library if name == TORCH else f"{library} {name.removeprefix('pipeline ')}"] = rate
     units = params.mnist.units
     gemm["numpy"] = gemm_gflops("numpy", batch, layout["features"] + units, 4 * units)
+    one_core = {}  # each library on one thread at one step's products on one batch slice
+    for library in ("portable", "numpy") + (("torch",) if TORCH in workers else ()):
+        slice_batch = batch // params.mnist.parallel_slices
+        one_core[library] = run_once(
+            f"one core {library}", one_core_gflops, library, slice_batch, layout["features"], units
+        )
     flops = lstm_flops(layout["steps"], layout["features"], units, 10)
     peak = machine_peak(peak_size)  # after the rounds: its threads on every core disturb no timing
     implementations = {}
@@ -178,6 +186,7 @@ def throughput(
         "implementations": implementations,
         "ratios": ratios(implementations),
         "gemm_gflops": gemm,
+        "one_core_gflops": one_core,
         "flop_per_sample": flops,
         "peak": peak,
         "torch": torch_note or "measured",

@@ -27,6 +27,10 @@ def figures_of(implementations: dict, notes: list[str]) -> dict:
             "ratios": ratios(implementations),
             "notes": notes,
             "gemm_gflops": {"tensorflow portable": 60.0, "numpy": 190.0},
+            "one_core_gflops": {
+                "portable": {"gates": 110.0, "weights' gradient": 100.0, "state's gradient": 95.0, "step": 104.0},
+                "numpy": {"gates": 140.0, "weights' gradient": 125.0, "state's gradient": 120.0, "step": 130.0},
+            },
             "flop_per_sample": {"train": 12.62e6, "inference": 4.48e6},
             "peak": {
                 "size": 4096,

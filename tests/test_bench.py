@@ -349,6 +349,11 @@ def test_benchmark_runs_every_part_on_the_trained_project(trained_copy, tmp_path
         assert 0 < item["train_share_of_peak"] < 1 and 0 < item["eval_share_of_peak"] < 1
     assert set(t["ratios"]) == {"portable / native"}
     assert set(t["gemm_gflops"]) == {"tensorflow portable", "tensorflow native", "numpy"}
+    # one thread each at one step's products on a slice of 32 (64 in 2 slices); torch hidden: not measured
+    assert set(t["one_core_gflops"]) == {"portable", "numpy"}
+    for rates in t["one_core_gflops"].values():
+        assert set(rates) == {"gates", "weights' gradient", "state's gradient", "step"}
+        assert min(rates.values()) <= rates["step"] <= max(rates.values()) and rates["step"] > 0
     # the peak: a 512² product in each library, each in a process of its own; torch's import fails, noted
     peak = t["peak"]
     assert peak["size"] == 512 and set(peak["gflops"]) == {"tensorflow", "numpy"}
@@ -359,6 +364,7 @@ def test_benchmark_runs_every_part_on_the_trained_project(trained_copy, tmp_path
         "target: portable train time / native's",
         "target: portable eval time / native's",
         "target: portable training, share of the peak",
+        "target: portable kernel / NumPy's, one core at a step's products",
         "target: operations other than products, share of a training step",
         "target: no-op dvc repro / DVC's floor",
     ]
