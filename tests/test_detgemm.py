@@ -372,3 +372,20 @@ def test_a_wrong_shape_for_the_warp_is_one_line_naming_it():
         detgemm.projective_transform(images, np.zeros((3, 8), np.float32), np.array([3, 4], np.int32), 0.0)
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="rank 4|must be rank 4"):
         detgemm.projective_transform(images[0], np.zeros((1, 8), np.float32), np.array([3, 4], np.int32), 0.0)
+
+
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="objdump (binutils, installed with g++) is missing")
+def test_no_gather_in_the_library_takes_ymm4_as_its_index():
+    """qemu 7.2 (Debian 12's, which runs the cross-CPU test in tests/test_numerics.py) decodes a VSIB index of
+    ymm4 as no index, so a gather through ymm4 reads the wrong floats there (and crashed the emulated training):
+    the warp's AVX2 gather is written out with ymm4 clobbered. Every gather the library holds, checked."""
+    import re
+    import subprocess
+
+    code = subprocess.run(
+        ["objdump", "-d", "--no-show-raw-insn", str(detgemm.library_path())], capture_output=True, text=True, check=True
+    ).stdout
+    gathers = [line for line in code.splitlines() if re.search(r"\tvp?gather\w+", line)]
+    indices = [re.search(r"\(%\w+,%([xyz]mm\d+),\d\)", line).group(1) for line in gathers]
+    assert {index[0] for index in indices} == {"y", "z"}  # the warp's AVX2 and AVX-512 paths
+    assert "ymm4" not in indices and "xmm4" not in indices, [line for line in gathers if "mm4," in line]
