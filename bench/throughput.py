@@ -139,18 +139,16 @@ def throughput(
             for name, worker in workers.items():
                 time.sleep(_SETTLE_S)
                 rounds[name].append(worker.call(measure_round))
-        gemm = {}
+        gemm, slices = {}, params.mnist.parallel_slices
         for name, worker in workers.items():
-            slices = params.mnist.parallel_slices
             for library, rate in worker.call(measure_gemm, batch, params.mnist.units, slices).items():
                 gemm[library if name == TORCH else f"{library} {name.removeprefix('pipeline ')}"] = rate
     units = params.mnist.units
     gemm["numpy"] = gemm_gflops("numpy", batch, layout["features"] + units, 4 * units)
     one_core = {}  # each library on one thread at one step's products on one batch slice
     for library in ("portable", "numpy") + (("torch",) if TORCH in workers else ()):
-        slice_batch = batch // params.mnist.parallel_slices
         one_core[library] = run_once(
-            f"one core {library}", one_core_gflops, library, slice_batch, layout["features"], units
+            f"one core {library}", one_core_gflops, library, batch // slices, layout["features"], units
         )
     flops = lstm_flops(layout["steps"], layout["features"], units, 10)
     peak = machine_peak(peak_size)  # after the rounds: its threads on every core disturb no timing
