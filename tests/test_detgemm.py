@@ -4,7 +4,9 @@ every instruction-set path, gradients, subnormals, and one-line errors for a mis
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -379,9 +381,6 @@ def test_no_gather_in_the_library_takes_ymm4_as_its_index():
     """qemu 7.2 (Debian 12's, which runs the cross-CPU test in tests/test_numerics.py) decodes a VSIB index of
     ymm4 as no index, so a gather through ymm4 reads the wrong floats there (and crashed the emulated training):
     the warp's AVX2 gather is written out with ymm4 clobbered. Every gather the library holds, checked."""
-    import re
-    import subprocess
-
     code = subprocess.run(
         ["objdump", "-d", "--no-show-raw-insn", str(detgemm.library_path())], capture_output=True, text=True, check=True
     ).stdout
