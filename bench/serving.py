@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import load_params
+from pipeline.processes import stop_group
 from pipeline.tracking.store import tracking_uri
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,9 +97,7 @@ def server(uri: str, store: str):
             time.sleep(0.5)
         yield f"http://127.0.0.1:{port}/invocations"
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
+        stop_group(process, grace=60)
 
 
 def measure(name: str, store: str, requests: int, one_input: object, batch_file: str) -> dict:

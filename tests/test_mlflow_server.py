@@ -17,6 +17,8 @@ from browser import as_the_ui_shows, page_text, value_beside
 from conftest import free_port, wait_until_up
 from mlflow.tracking import MlflowClient
 
+from pipeline.processes import stop_group
+
 pytestmark = pytest.mark.xdist_group("mlflow_ui")
 
 
@@ -50,9 +52,7 @@ def mlflow_server(backend: str, artifacts: Path) -> Iterator[str]:
         wait_until_up(f"{url}/health", process)
         yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 15)
-        process.wait(timeout=30)
+        stop_group(process, grace=30)
 
 
 # One server on the trained project's store for both pages' tests (on one worker: xdist_group).

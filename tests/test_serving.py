@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -20,6 +18,7 @@ import numpy as np
 import pytest
 from conftest import free_port, wait_until_up
 
+from pipeline.processes import stop_group
 from pipeline.serving.requests import MAX_PROMPTS, MAX_STORY_WORDS, MAX_WORDS_PER_REQUEST
 
 # The served models' tests on one worker: each server (session-scoped, below) starts once.
@@ -115,9 +114,7 @@ def serving(project, model_uri: str) -> Iterator[Served]:
         wait_until_up(f"http://127.0.0.1:{port}/ping", process, timeout=300)
         yield Served(f"http://127.0.0.1:{port}")
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
+        stop_group(process, grace=60)
 
 
 # One server per model for the whole session: the bad requests and the good ones after them go to the same.

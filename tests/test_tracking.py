@@ -160,13 +160,45 @@ def test_an_interrupted_stage_leaves_its_run_killed(trained_copy):
             if line.startswith("fable epoch 2/"):
                 break
         process.send_signal(signal.SIGTERM)  # what DVC sends its stage on Ctrl-C
-        process.wait(timeout=60)
+        rest, _ = process.communicate(timeout=60)
     finally:
         process.kill()
-    time.sleep(0.1)
     newest = max(trained_copy.runs("fable"), key=lambda run: run.info.start_time)
-    assert newest.info.status == "KILLED"
+    assert newest.info.status == "KILLED", rest
     assert process.returncode != 0
+
+
+def test_a_signal_inside_a_store_call_waits_for_it_then_ends_the_run_killed(store_uri):
+    """SIGTERM raised while SQLite executes a metric's INSERT: raised there, it left the write lock held and
+    ending the run failed "database is locked" (the run stayed RUNNING); it is raised once the call returns."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from pipeline.tracking.runs import run_status_on_exit
+
+    def signal_inside(conn, cursor, statement, *args):
+        if statement.startswith("INSERT INTO metrics"):
+            signal.raise_signal(signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    mlflow.set_tracking_uri(store_uri)
+    mlflow.set_experiment(experiment_id="0")
+    run = mlflow.start_run()
+    event.listen(Engine, "before_cursor_execute", signal_inside)
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt), run_status_on_exit():
+            mlflow.log_metric("loss", 0.5)
+            time.sleep(30)  # the deferred interrupt cuts this short
+    finally:
+        event.remove(Engine, "before_cursor_execute", signal_inside)
+        mlflow.set_tracking_uri("")
+    assert time.monotonic() - started < 20
+    ended = MlflowClient(store_uri).get_run(run.info.run_id)
+    assert ended.info.status == "KILLED"
+    assert ended.data.metrics == {"loss": 0.5}
+    assert mlflow.active_run() is None
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_artifacts_stay_beside_the_store(trained_project):

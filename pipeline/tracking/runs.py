@@ -15,8 +15,10 @@ import logging
 import os
 import signal
 import socket
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 import mlflow
@@ -45,24 +47,51 @@ if TYPE_CHECKING:
     from pipeline.tasks.base import Task
 
 
+# Code an interrupt must not land in: one raised inside a store call (between an INSERT and its COMMIT, say)
+# leaves SQLite's write lock held by a connection nobody closes, and ending the run then fails "database is locked".
+_STORE_MODULES = ("mlflow.", "sqlalchemy.", "sqlite3")
+_RETRY_S = 0.02
+
+
 @contextlib.contextmanager
 def run_status_on_exit() -> Iterator[None]:
-    """End the active run KILLED on Ctrl-C or SIGTERM (what DVC sends), FAILED on any other error."""
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    """End the active run KILLED on Ctrl-C or SIGTERM (what DVC sends), FAILED on any other error.
+
+    The signal becomes a KeyboardInterrupt at once, unless it arrives inside MLflow's store: then it is raised
+    again as soon as that call has returned.
+    """
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     except KeyboardInterrupt:
+        for signum in previous:  # a second Ctrl-C must not stop the run's ending half-way
+            signal.signal(signum, signal.SIG_IGN)
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
         raise
     except BaseException:
         mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    if _in_store_call(frame):
+        # To the main thread (where handlers run), so a sleep or a wait there is interrupted too.
+        timer = threading.Timer(_RETRY_S, signal.pthread_kill, (threading.main_thread().ident, signum))
+        timer.daemon = True
+        timer.start()
+        return
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _in_store_call(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith(_STORE_MODULES):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def find_run_by_model(experiment: str, digest: str) -> str | None:
