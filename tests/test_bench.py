@@ -390,5 +390,7 @@ def test_benchmark_runs_every_part_on_the_trained_project(trained_copy, tmp_path
     assert "up to date" in trained_copy.dvc("status").stdout
     assert not (trained_copy.root / "checkpoints" / "fable.npz").exists()
     assert results["dvc"]["pipeline_was_up_to_date"] is True and results["dvc"]["ratio"] > 0
+    # the floor runs with the project's own [core] settings: no analytics daemon on either side
+    assert results["dvc"]["floor_core"] == results["dvc"]["core"] and results["dvc"]["core"]["analytics"] == "false"
     assert results["fable"]["epochs_allowed"] == 2 and results["fable"]["mode"] == "portable"
     assert "repro" not in results and "full dvc repro" not in results["table"]  # skipped: not measured
