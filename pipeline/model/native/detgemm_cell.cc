@@ -125,24 +125,15 @@ void Tanh(typename O::V (&v)[N]) {
   for (int e = 0; e < N; ++e) v[e] = O::TinyOr(x[e], O::Div(O::Mul(x[e], p[e]), q[e]));
 }
 
+// The gates at element j: i, f, o = sigmoid(x) = fma(0.5, tanh(0.5 x), 0.5), and g = tanh(x).
 template <class O>
-typename O::V Tanh(typename O::V x) {
-  typename O::V v[1] = {x};
-  Tanh<O, 1>(v);
-  return v[0];
-}
-
-template <class O>
-typename O::V Sigmoid(typename O::V x) {
-  const typename O::V half = O::Set(0.5f);
-  return O::Fma(half, Tanh<O>(O::Mul(half, x)), half);
-}
-
-// The gates i, f, o, g at element j.
-template <class O>
-void Gates(const float* z, int64_t n, int64_t j, typename O::V (&gates)[4]) {
-  for (int e = 0; e < 3; ++e) gates[e] = Sigmoid<O>(O::Load(z + e * n + j));
-  gates[3] = Tanh<O>(O::Load(z + 3 * n + j));
+void Gates(const float* z, int64_t n, int64_t j, typename O::V (&gate)[4]) {
+  const auto half = O::Set(0.5f);
+  for (int e = 0; e < 4; ++e) {
+    typename O::V v[1] = {e < 3 ? O::Mul(half, O::Load(z + e * n + j)) : O::Load(z + e * n + j)};
+    Tanh<O, 1>(v);
+    gate[e] = e < 3 ? O::Fma(half, v[0], half) : v[0];
+  }
 }
 
 // Both passes go through their elements a chunk at a time, in two loops: first the four gates (independent
@@ -405,15 +396,3 @@ class DetLstmCellGradOp : public OpKernel {
 };
 
 REGISTER_KERNEL_BUILDER(Name("DetLstmCellGrad").Device(DEVICE_CPU), DetLstmCellGradOp);
-
-// For tests, through ctypes: the cell and its gradient called directly on the caller's thread (outside
-// TensorFlow's executor); n elements per block; each returns the ISA used.
-extern "C" const char* detgemm_lstm_cell(const char* isa, int64_t n, const float* z, const float* c_prev,
-                                         float* h, float* c, float* act, float* tanh_c) {
-  return detgemm::IsaName(detgemm::LstmCell(detgemm::ParseIsa(isa), n, z, c_prev, h, c, act, tanh_c));
-}
-extern "C" const char* detgemm_lstm_cell_grad(const char* isa, int64_t n, const float* z, const float* c_prev,
-                                              const float* dh, const float* dc, float* dz, float* dc_prev) {
-  return detgemm::IsaName(
-      detgemm::LstmCellGrad(detgemm::ParseIsa(isa), n, z, c_prev, dh, dc, dz, dc_prev));
-}

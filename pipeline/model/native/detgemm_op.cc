@@ -286,3 +286,15 @@ extern "C" const char* detgemm_matmul(const char* isa, int transpose_a, int tran
   return detgemm::IsaName(detgemm::Gemm(detgemm::ParseIsa(isa), transpose_a, transpose_b, m, n, k, a,
                                         transpose_a ? m : k, b, transpose_b ? k : n, c, n));
 }
+
+// For tests, through ctypes: the cell and its gradient called directly on the caller's thread (outside
+// TensorFlow's executor); n elements per block; each returns the ISA used.
+extern "C" const char* detgemm_lstm_cell(const char* isa, int64_t n, const float* z, const float* c_prev,
+                                         float* h, float* c, float* act, float* tanh_c) {
+  return detgemm::IsaName(detgemm::LstmCell(detgemm::ParseIsa(isa), n, z, c_prev, h, c, act, tanh_c));
+}
+extern "C" const char* detgemm_lstm_cell_grad(const char* isa, int64_t n, const float* z, const float* c_prev,
+                                              const float* dh, const float* dc, float* dz, float* dc_prev) {
+  return detgemm::IsaName(
+      detgemm::LstmCellGrad(detgemm::ParseIsa(isa), n, z, c_prev, dh, dc, dz, dc_prev));
+}
