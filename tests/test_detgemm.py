@@ -30,8 +30,11 @@ SHAPES = [
     (2048, 16, 545, True, False),  # the fable's z = Wᵀ[x;h;1] at batch 16 (B read in place: 16 floats a row)
     (545, 16, 2048, False, False),  # its d[x;h;1] = W dz (8-row blocking, N <= 16)
     (157, 128, 512, False, False),  # MNIST's d[x;h;1] (8 x 32 blocking, B packed)
-    (512, 128, 157, True, False),  # MNIST's z = Wᵀ[x;h;1] on a slice of 128 (AVX-512 14 x 32, a partial row panel)
+    (512, 128, 157, True, False),  # MNIST's z = Wᵀ[x;h;1] on a slice of 128 (AVX-512 14 x 32, a partial row panel;
+    # AVX2: A all packed first, N >= 64)
     (512, 1000, 157, True, False),  # the same on an inference slice of 1000 (A packed too: N >= 256)
+    (61, 70, 33, True, False),  # AVX2's A all packed first with a partial last panel of A and of B
+    (61, 63, 33, True, False),  # one column short of that: A in place
     (16, 112, 512, False, False),  # the fable's logits: a partial last column panel beside whole ones in place
     (37, 53, 19, True, True),
     (5, 7, 1, False, False),
@@ -276,6 +279,7 @@ def test_the_makefile_builds_the_library_this_module_loads():
         "detgemm_image.cc",
         "detgemm_kernel.cc",
         "detgemm_kernel.h",
+        "detgemm_layout.cc",
         "detgemm_op.cc",
     ]
 

@@ -11,9 +11,9 @@ Gradients are DetMatMuls again (registered here for the op type).
 The same library holds an LSTM step's ops, each with its registered gradient: ``DetGates`` (the step's
 product of the stacked weights and ``[x; h; 1]``, the kernel's bits without the stacking as an op;
 gradient ``DetGatesGrad``) and ``DetLstmCell`` (the gates' activations and the new state; gradient
-``DetLstmCellGrad``, the operations TensorFlow's elementwise graph of it ran, in one pass). And one op for speed
+``DetLstmCellGrad``, the operations TensorFlow's elementwise graph of it ran, in one pass). And two ops for speed
 alone: ``DetProjectiveTransform``, TensorFlow's bilinear image warp with the same bits, vectorised (the MNIST
-augmentation's).
+augmentation's), and ``DetTranspose``, a matrix's transpose (the LSTM's changes of layout).
 
 ``make setup`` builds the library (``pipeline/model/native/_detgemm.so``) with g++ and TensorFlow's headers,
 whenever the sources or the installed TensorFlow change; ``python -m pipeline.model.detgemm`` prints the flags
@@ -122,6 +122,7 @@ def _library() -> tuple[Any, ctypes.CDLL]:
     tf.RegisterGradient("DetMatMul")(_gradient)
     tf.RegisterGradient("DetGates")(_gates_gradient)
     tf.RegisterGradient("DetLstmCell")(_cell_gradient)
+    tf.RegisterGradient("DetTranspose")(lambda operation, gradient: transpose(gradient))
     tf.no_gradient("DetProjectiveTransform")
     return module, native
 
@@ -154,6 +155,12 @@ def lstm_cell(z: tf.Tensor, c_prev: tf.Tensor, isa: str = "auto") -> tuple[tf.Te
     every x86-64 CPU (``pipeline/model/native/detgemm_cell.cc``). Its gradient is one op too, ``DetLstmCellGrad``."""
     h, c = _library()[0].det_lstm_cell(z, c_prev, isa=isa)
     return h, c
+
+
+def transpose(x: tf.Tensor) -> tf.Tensor:
+    """A float32 matrix's transpose: the op ``DetTranspose`` (``pipeline/model/native/detgemm_layout.cc``),
+    several times faster than TensorFlow's for the LSTM's changes of layout; its gradient is one again."""
+    return _library()[0].det_transpose(x)
 
 
 def projective_transform(

@@ -178,14 +178,23 @@ class LSTM(keras.layers.Layer):
             ],
             axis=0,
         )
-        batch = tf.shape(sequence)[0]
+        batch, steps, features = tf.shape(sequence)[0], sequence.shape[1], sequence.shape[2]
         h = c = tf.zeros((units, batch), dtype=sequence.dtype)
         outputs = []
-        # unstack and split (not indexing): their gradients are a concatenation, not a scatter into zeros.
-        for x in tf.unstack(tf.transpose(sequence, [1, 2, 0]), axis=0):
+        # The layout changes are pipeline.model.detgemm's transpose of the sequence as a matrix (batch,
+        # steps x features), a third of TensorFlow's time (a reshape moves nothing). unstack and split (not
+        # indexing): their gradients are a concatenation, not a scatter into zeros.
+        steps_major = tf.reshape(
+            detgemm.transpose(tf.reshape(sequence, (batch, steps * features))), (steps, features, batch)
+        )
+        for x in tf.unstack(steps_major, axis=0):
             h, c = detgemm.lstm_cell(gates(weights, x, h), c)
             outputs.append(h)
-        return tf.transpose(tf.stack(outputs), [2, 0, 1]) if self.return_sequences else tf.transpose(h)
+        if not self.return_sequences:
+            return detgemm.transpose(h)
+        return tf.reshape(
+            detgemm.transpose(tf.reshape(tf.stack(outputs), (steps * units, batch))), (batch, steps, units)
+        )
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return (input_shape[0], input_shape[1], self.units) if self.return_sequences else (input_shape[0], self.units)

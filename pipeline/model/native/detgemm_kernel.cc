@@ -62,6 +62,18 @@ void PackTransposed(const float* src, int64_t ld, int rows, int64_t K, int width
     for (int64_t k = 0; k < K; ++k) dst[k * width + r] = src[r * ld + k];
 }
 
+// Every row panel of a transposed A (K x M, row-major) packed, panel after panel: dst[p][k][r] =
+// A[k, p*MR + r], the last panel zero-padded. Whole panels by k, so that each row of A is read once, in
+// order, and each panel's MR floats are one fixed-size copy (a scalar loop per panel cost about a fifth
+// of an LSTM step's product on a Zen 2).
+template <int MR>
+void PackPanelsTransposed(const float* A, int64_t lda, int64_t M, int64_t K, float* dst) {
+  const int64_t whole = M / MR;
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t p = 0; p < whole; ++p) __builtin_memcpy(dst + (p * K + k) * MR, A + k * lda + p * MR, 4 * MR);
+  if (whole * MR < M) PackStraight(A + whole * MR, lda, static_cast<int>(M - whole * MR), K, MR, dst + whole * MR * K);
+}
+
 // ---------------------------------------------------------------------------
 // Micro-kernels: C tile (MR x NR, leading dim ldc) from MR rows of opA(A) and a B panel [K][NR]:
 // acc starts at +0.0f, then acc = fma(a, b, acc) for k = 0..K-1 in order.
@@ -119,12 +131,14 @@ __attribute__((target("avx2,fma"))) void KernAvx2(const float* __restrict Ap, in
 }
 
 using KernFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t);
+using PackFn = void (*)(const float*, int64_t, int64_t, int64_t, float*);
 
 struct KernDesc {
   KernFn fn_row;  // A element (r,k) at A[r*lda + k]  (transpose_a = false, in place)
   KernFn fn_col;  // A element (r,k) at A[k*lda + r]  (transpose_a = true, or a packed panel)
   int MR;
   int NR;
+  PackFn pack_transposed_a;  // PackPanelsTransposed<MR>
 };
 constexpr int kMaxTile = 448;  // floats: >= MR * NR of every blocking below
 
@@ -137,12 +151,18 @@ Scratch& GetScratch() {
   return s;
 }
 
-void RunTiled(const KernDesc& kd, bool direct_b, bool pack_a, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A,
-              int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc) {
+// How RunTiled reads A's whole row panels: in place, each copied to [K][MR] before its row of tiles, or
+// all packed first (a transposed A only) and the tiles then done column panel by column panel.
+enum class APanels { kInPlace, kPackEach, kPackAllFirst };
+
+void RunTiled(const KernDesc& kd, bool direct_b, APanels a_panels, bool ta, bool tb, int64_t M, int64_t N,
+              int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc) {
   const int MR = kd.MR, NR = kd.NR;
   const int64_t mp = (M + MR - 1) / MR, np = (N + NR - 1) / NR;
+  const bool all_first = ta && a_panels == APanels::kPackAllFirst;
   Scratch& s = GetScratch();
-  if (s.a.size() < static_cast<size_t>(MR * K)) s.a.resize(MR * K);
+  const size_t a_size = static_cast<size_t>(all_first ? mp * MR * K : MR * K);
+  if (s.a.size() < a_size) s.a.resize(a_size);
   if (s.b.size() < static_cast<size_t>(np * NR * K)) s.b.resize(np * NR * K);
   // B packed once (a transposed B through 4 x 4 register transposes): read in order by every row panel.
   for (int64_t jp = 0; jp < np; ++jp) {
@@ -154,35 +174,43 @@ void RunTiled(const KernDesc& kd, bool direct_b, bool pack_a, bool ta, bool tb, 
     else PackStraight(B + j0, ldb, cols, K, NR, bp);
   }
   alignas(64) float tile[kMaxTile];
+  const auto tile_product = [&](KernFn fn, const float* ap, int64_t alda, int64_t i0, int64_t jp) __attribute__((always_inline)) {
+    const int64_t j0 = jp * NR;
+    const int64_t rows = M - i0 < MR ? M - i0 : MR, cols = N - j0 < NR ? N - j0 : NR;
+    const bool in_place = direct_b && cols == NR;
+    const float* bp = in_place ? B + j0 : s.b.data() + jp * K * NR;
+    const int64_t bld = in_place ? ldb : NR;
+    if (rows == MR && cols == NR) {
+      fn(ap, alda, bp, bld, K, C + i0 * ldc + j0, ldc);
+    } else {
+      fn(ap, alda, bp, bld, K, tile, NR);
+      for (int64_t r = 0; r < rows; ++r) std::memcpy(C + (i0 + r) * ldc + j0, tile + r * NR, sizeof(float) * cols);
+    }
+  };
+  if (all_first) {
+    // A transposed A's panels are MR floats of rows lda floats apart (often a multiple of 2 KiB: a few L1
+    // sets): packed once, a panel is then read in order from L2 while one column panel of B stays in L1.
+    kd.pack_transposed_a(A, lda, M, K, s.a.data());
+    for (int64_t jp = 0; jp < np; ++jp)
+      for (int64_t ip = 0; ip < mp; ++ip) tile_product(kd.fn_col, s.a.data() + ip * MR * K, MR, ip * MR, jp);
+    return;
+  }
   // Whole row panels of A are read in place: MR consecutive floats per k (transpose_a), or MR rows
-  // (few, so that their pointers stay in registers and their streams in the prefetchers), unless pack_a:
-  // then each row panel is copied to [K][MR] first, which pays where it is read by many column panels
-  // (transpose_a with a wide N: its rows in place are lda floats apart, often a multiple of 2 KiB).
+  // (few, so that their pointers stay in registers and their streams in the prefetchers), unless
+  // kPackEach: then each row panel is copied to [K][MR] first, which pays where it is read by many
+  // column panels (transpose_a with a wide N).
   for (int64_t ip = 0; ip < mp; ++ip) {
     const int64_t i0 = ip * MR;
     const int rows = static_cast<int>(M - i0 < MR ? M - i0 : MR);
     const float* ap = ta ? A + i0 : A + i0 * lda;
     int64_t alda = lda;
     KernFn fn = ta ? kd.fn_col : kd.fn_row;
-    if (rows < MR || pack_a) {  // the last rows (zero-padded to a whole panel), or every panel
+    if (rows < MR || a_panels != APanels::kInPlace) {  // the last rows (zero-padded to a whole panel), or every panel
       if (ta) PackStraight(ap, lda, rows, K, MR, s.a.data());
       else PackTransposed(ap, lda, rows, K, MR, s.a.data());
       ap = s.a.data(), alda = MR, fn = kd.fn_col;
     }
-    for (int64_t jp = 0; jp < np; ++jp) {
-      const int64_t j0 = jp * NR;
-      const int64_t cols = N - j0 < NR ? N - j0 : NR;
-      const bool in_place = direct_b && cols == NR;
-      const float* bp = in_place ? B + j0 : s.b.data() + jp * K * NR;
-      const int64_t bld = in_place ? ldb : NR;
-      if (rows == MR && cols == NR) {
-        fn(ap, alda, bp, bld, K, C + i0 * ldc + j0, ldc);
-      } else {
-        fn(ap, alda, bp, bld, K, tile, NR);
-        for (int64_t r = 0; r < rows; ++r)
-          std::memcpy(C + (i0 + r) * ldc + j0, tile + r * NR, sizeof(float) * cols);
-      }
-    }
+    for (int64_t jp = 0; jp < np; ++jp) tile_product(fn, ap, alda, i0, jp);
   }
 }
 
@@ -211,11 +239,11 @@ void GemmScalar(bool ta, bool tb, int64_t M, int64_t N, int64_t K,
 // transpose_a (an LSTM step's gates: 196 GFLOP/s against 16 x 16's 143 on the Xeon), 8 x 32 otherwise; where
 // N <= 16 (the fable's batch of 16; no zero columns) 16 x 16 for transpose_a, 8 x 16 otherwise. AVX2 6 x 16.
 // Any blocking gives the same bits: it only decides which chains run side by side.
-const KernDesc kAvx512Gates = {KernAvx512<14, 2, true>, KernAvx512<14, 2, false>, 14, 32};
-const KernDesc kAvx512Columns = {KernAvx512<16, 1, true>, KernAvx512<16, 1, false>, 16, 16};
-const KernDesc kAvx512Rows = {KernAvx512<8, 2, true>, KernAvx512<8, 2, false>, 8, 32};
-const KernDesc kAvx512RowsNarrow = {KernAvx512<8, 1, true>, KernAvx512<8, 1, false>, 8, 16};
-const KernDesc kAvx2Blocking = {KernAvx2<6, 2, true>, KernAvx2<6, 2, false>, 6, 16};
+const KernDesc kAvx512Gates = {KernAvx512<14, 2, true>, KernAvx512<14, 2, false>, 14, 32, PackPanelsTransposed<14>};
+const KernDesc kAvx512Columns = {KernAvx512<16, 1, true>, KernAvx512<16, 1, false>, 16, 16, PackPanelsTransposed<16>};
+const KernDesc kAvx512Rows = {KernAvx512<8, 2, true>, KernAvx512<8, 2, false>, 8, 32, PackPanelsTransposed<8>};
+const KernDesc kAvx512RowsNarrow = {KernAvx512<8, 1, true>, KernAvx512<8, 1, false>, 8, 16, PackPanelsTransposed<8>};
+const KernDesc kAvx2Blocking = {KernAvx2<6, 2, true>, KernAvx2<6, 2, false>, 6, 16, PackPanelsTransposed<6>};
 static_assert(14 * 32 <= kMaxTile && 16 * 16 <= kMaxTile && 6 * 16 <= kMaxTile, "tile buffer too small");
 
 Isa BestIsa() {
@@ -267,14 +295,20 @@ Isa Gemm(Isa isa, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
   // B is read in place (whole column panels) where N <= 16 unless transposed or its rows are a multiple
   // of 2 KiB apart (every k's load would then fall in the same few L1 sets), and for AVX2 also where A is
   // not transposed; else packed (14 x 32 and 8 x 32 ran 3-10% faster on packed panels). A transposed A
-  // is packed where N >= 256 (an inference batch's slice: 14 x 32 188 GFLOP/s packed, 164 in place).
-  const bool b_in_place = !tb && ldb % 512 != 0, pack_a = ta && N >= 256;
+  // is packed where N >= 256 for AVX-512 (an inference batch's slice: 14 x 32 188 GFLOP/s packed, 164 in
+  // place), where N >= 64 for AVX2; a narrower product reads each panel of A a few times only.
+  const bool b_in_place = !tb && ldb % 512 != 0;
   if (isa == kAvx512) {
     const bool narrow = N <= 16;
     const KernDesc& blocking = narrow ? (ta ? kAvx512Columns : kAvx512RowsNarrow) : ta ? kAvx512Gates : kAvx512Rows;
-    RunTiled(blocking, b_in_place && narrow, pack_a, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    const APanels a_panels = ta && N >= 256 ? APanels::kPackEach : APanels::kInPlace;
+    RunTiled(blocking, b_in_place && narrow, a_panels, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
   } else if (isa == kAvx2) {
-    RunTiled(kAvx2Blocking, b_in_place && !ta, pack_a, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    // A transposed A all packed first (2-core AMD EPYC Zen 2, an LSTM step's gates 512 x 128 x 157: 73 ->
+    // 83 GFLOP/s against A in place; the evaluation slice's 512 x 1000 x 157: 90 -> 92 against each panel
+    // packed in turn).
+    const APanels a_panels = ta && N >= 64 ? APanels::kPackAllFirst : APanels::kInPlace;
+    RunTiled(kAvx2Blocking, b_in_place && !ta, a_panels, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
   } else {
     GemmScalar(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
   }
