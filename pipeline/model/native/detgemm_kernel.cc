@@ -27,8 +27,23 @@ namespace {
 //                               whole panels are read in place: see RunTiled)
 // ---------------------------------------------------------------------------
 
-// dst[k * width + c] = src[k * ld + c] for c < cols, 0 up to width (k < K).
+template <int W>
+void PackWhole(const float* src, int64_t ld, int64_t K, float* dst) {
+  for (int64_t k = 0; k < K; ++k) __builtin_memcpy(dst + k * W, src + k * ld, 4 * W);
+}
+
+// dst[k * width + c] = src[k * ld + c] for c < cols, 0 up to width (k < K). A whole panel of a blocking's
+// width is one fixed-size copy a row (an inference slice's gates 512 x 1000 x 157 on AVX2: 91.8 -> 93.0 GFLOP/s
+// against a loop of runtime length, 2-core AMD EPYC Zen 2).
 void PackStraight(const float* src, int64_t ld, int cols, int64_t K, int width, float* dst) {
+  if (cols == width) switch (width) {
+      case 6: return PackWhole<6>(src, ld, K, dst);
+      case 8: return PackWhole<8>(src, ld, K, dst);
+      case 14: return PackWhole<14>(src, ld, K, dst);
+      case 16: return PackWhole<16>(src, ld, K, dst);
+      case 32: return PackWhole<32>(src, ld, K, dst);
+      default: break;
+    }
   for (int64_t k = 0; k < K; ++k) {
     const float* s = src + k * ld;
     float* d = dst + k * width;
@@ -109,6 +124,13 @@ __attribute__((target("avx2,fma"))) void KernAvx2(const float* __restrict Ap, in
                                                   const float* __restrict Bp, int64_t ldb, int64_t K,
                                                   float* __restrict C, int64_t ldc) {
   __m256 acc[MR][NV];
+  // The tile's lines of C asked for (to write) before its sums, which write them once at the end: an MNIST
+  // training step 26.8 -> 26.0 ms on a 2-core AMD EPYC Zen 2 (medians of 6 runs, old and new alternating).
+#pragma GCC unroll 32
+  for (int r = 0; r < MR; ++r) {
+    __builtin_prefetch(C + r * ldc, 1, 3);
+    __builtin_prefetch(C + r * ldc + 8 * NV - 1, 1, 3);
+  }
 #pragma GCC unroll 32
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 8
