@@ -168,9 +168,9 @@ def test_gates_and_their_gradient_have_the_bits_of_the_product_of_the_stacked_in
 
     weights, x, h, dz = (tf.constant(value) for value in gates_inputs(features, units, batch))
 
-    def gradients(fused: bool, isa: str, watch_x: bool):
+    def gradients(fused: bool, isa: str, watch_x: bool, watch_h: bool = True):
         with tf.GradientTape() as tape:
-            tape.watch([weights, h, *([x] if watch_x else [])])
+            tape.watch([weights, *([h] if watch_h else []), *([x] if watch_x else [])])
             if fused:
                 z = detgemm.gates(weights, x, h, isa=isa)
             else:
@@ -179,19 +179,23 @@ def test_gates_and_their_gradient_have_the_bits_of_the_product_of_the_stacked_in
         return z, *tape.gradient(z, [weights, h, x], output_gradients=dz)
 
     for isa in ("avx512", "avx2", "scalar"):
-        for watch_x in (True, False):
-            fused, plain = (tf.function(gradients)(flag, isa, watch_x) for flag in (True, False))
+        for watch_x, watch_h in ((True, True), (False, True), (True, False), (False, False)):
+            fused, plain = (tf.function(gradients)(flag, isa, watch_x, watch_h) for flag in (True, False))
             names = ("z", "d weights", "dh", "dx")
             for name, got, want in zip(names, fused, plain, strict=True):
-                if want is None:  # x unwatched: no gradient asked for, none computed
+                if want is None:  # x or h unwatched: no gradient asked for, none computed
                     assert got is None, (isa, name)
                     continue
-                assert got.numpy().tobytes() == want.numpy().tobytes(), (isa, watch_x, name)
+                assert got.numpy().tobytes() == want.numpy().tobytes(), (isa, watch_x, watch_h, name)
     graph = tf.function(gradients).get_concrete_function(True, "auto", False).graph
     kinds = [operation.type for operation in graph.get_operations()]
     assert kinds.count("DetGatesGrad") == 1 and "ConcatV2" not in kinds and "Slice" not in kinds, kinds
     [gradient] = [operation for operation in graph.get_operations() if operation.type == "DetGatesGrad"]
     assert gradient.get_attr("with_dx") is False  # x (a model's input) needs no gradient: its rows are skipped
+    assert gradient.get_attr("with_dh") is True
+    graph = tf.function(gradients).get_concrete_function(True, "auto", True, False).graph
+    [gradient] = [operation for operation in graph.get_operations() if operation.type == "DetGatesGrad"]
+    assert (gradient.get_attr("with_dx"), gradient.get_attr("with_dh")) == (True, False)
 
 
 # --- the LSTM cell (DetLstmCell) ------------------------------------------------------------------------

@@ -142,11 +142,17 @@ def gates(weights: tf.Tensor, x: tf.Tensor, h: tf.Tensor, isa: str = "auto") -> 
 
 
 def gates_gradient(
-    weights: tf.Tensor, x: tf.Tensor, h: tf.Tensor, dz: tf.Tensor, with_dx: bool = True, isa: str = "auto"
+    weights: tf.Tensor,
+    x: tf.Tensor,
+    h: tf.Tensor,
+    dz: tf.Tensor,
+    with_dx: bool = True,
+    with_dh: bool = True,
+    isa: str = "auto",
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """``d weights = [x; h; 1] · dzᵀ``, ``dx``, ``dh`` (the rows of ``weights · dz``; ``dx`` without rows unless
-    ``with_dx``) of :func:`gates`: the op ``DetGatesGrad``, its registered gradient."""
-    return tuple(_library()[0].det_gates_grad(weights, x, h, dz, with_dx=with_dx, isa=isa))
+    ``with_dx``, ``dh`` unless ``with_dh``) of :func:`gates`: the op ``DetGatesGrad``, its registered gradient."""
+    return tuple(_library()[0].det_gates_grad(weights, x, h, dz, with_dx=with_dx, with_dh=with_dh, isa=isa))
 
 
 def lstm_cell(z: tf.Tensor, c_prev: tf.Tensor, isa: str = "auto") -> tuple[tf.Tensor, tf.Tensor]:
@@ -256,11 +262,12 @@ def _cell_gradient(operation: tf.Operation, dh: tf.Tensor | None, dc: tf.Tensor 
 
 
 def _gates_gradient(operation: tf.Operation, dz: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]:
-    """``d weights``, ``dx``, ``dh`` of DetGates: one ``DetGatesGrad`` (``detgemm_op.cc``); ``dx`` not computed
-    where the tape says nothing needs it (a model's input)."""
-    with_dx = 1 not in (getattr(operation, "skip_input_indices", None) or ())
-    d_weights, dx, dh = gates_gradient(*operation.inputs, dz, with_dx=with_dx, isa=_isa(operation))
-    return d_weights, dx if with_dx else None, dh
+    """``d weights``, ``dx``, ``dh`` of DetGates: one ``DetGatesGrad`` (``detgemm_op.cc``); ``dx`` or ``dh`` not
+    computed where the tape says nothing needs it (a model's input; the first step's state of zeros)."""
+    skipped = getattr(operation, "skip_input_indices", None) or ()
+    with_dx, with_dh = 1 not in skipped, 2 not in skipped
+    d_weights, dx, dh = gates_gradient(*operation.inputs, dz, with_dx=with_dx, with_dh=with_dh, isa=_isa(operation))
+    return d_weights, dx if with_dx else None, dh if with_dh else None
 
 
 def _gradient(operation: tf.Operation, gradient: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -213,18 +213,20 @@ REGISTER_OP("DetGatesGrad")
     .Output("dx: float")
     .Output("dh: float")
     .Attr("with_dx: bool = true")
+    .Attr("with_dh: bool = true")
     .Attr("isa: {'auto', 'scalar', 'avx2', 'avx512'} = 'auto'")
     .SetShapeFn([](InferenceContext* c) {
-      bool with_dx;
+      bool with_dx, with_dh;
       TF_RETURN_IF_ERROR(c->GetAttr("with_dx", &with_dx));
+      TF_RETURN_IF_ERROR(c->GetAttr("with_dh", &with_dh));
       c->set_output(0, c->input(0));
       c->set_output(1, with_dx ? c->input(1) : c->Matrix(0, c->Dim(c->input(1), 1)));
-      c->set_output(2, c->input(2));
+      c->set_output(2, with_dh ? c->input(2) : c->Matrix(0, c->Dim(c->input(2), 1)));
       return absl::OkStatus();
     })
     .Doc(R"doc(
 DetGates' gradient: d weights = [x; h; 1] · dzᵀ, and dx, dh (the rows of weights · dz). dx has no rows
-unless with_dx. Single-threaded.
+unless with_dx, dh none unless with_dh (an initial state of zeros needs none). Single-threaded.
 )doc");
 
 class DetGatesGradOp : public OpKernel {
@@ -232,6 +234,7 @@ class DetGatesGradOp : public OpKernel {
   explicit DetGatesGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     isa_ = IsaOf(ctx);
     OP_REQUIRES_OK(ctx, ctx->GetAttr("with_dx", &with_dx_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("with_dh", &with_dh_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -244,20 +247,21 @@ class DetGatesGradOp : public OpKernel {
     if (stacked == nullptr) return;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, w.shape(), &dw));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({with_dx_ ? features : 0, batch}), &dx));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, h.shape(), &dh));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({with_dh_ ? units : 0, batch}), &dh));
     const float *pw = w.flat<float>().data(), *pdz = dz.flat<float>().data();
     detgemm::Gemm(isa_, false, true, inputs, gates, batch, stacked, batch, pdz, batch, dw->flat<float>().data(),
                   gates);
     if (with_dx_)
       detgemm::Gemm(isa_, false, false, features, batch, gates, pw, gates, pdz, batch, dx->flat<float>().data(),
                     batch);
-    detgemm::Gemm(isa_, false, false, units, batch, gates, pw + features * gates, gates, pdz, batch,
-                  dh->flat<float>().data(), batch);
+    if (with_dh_)
+      detgemm::Gemm(isa_, false, false, units, batch, gates, pw + features * gates, gates, pdz, batch,
+                    dh->flat<float>().data(), batch);
   }
 
  private:
   detgemm::Isa isa_ = detgemm::kAuto;
-  bool with_dx_ = true;
+  bool with_dx_ = true, with_dh_ = true;
 };
 
 REGISTER_KERNEL_BUILDER(Name("DetGatesGrad").Device(DEVICE_CPU), DetGatesGradOp);
