@@ -280,6 +280,7 @@ def test_the_makefile_builds_the_library_this_module_loads():
     assert f"DETGEMM := {library.as_posix()}\n" in (ROOT / "Makefile").read_text()
     assert [path.name for path in detgemm.sources()] == [
         "detgemm_cell.cc",
+        "detgemm_cell_op.cc",
         "detgemm_image.cc",
         "detgemm_kernel.cc",
         "detgemm_kernel.h",

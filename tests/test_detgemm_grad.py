@@ -1,6 +1,7 @@
-"""The LSTM cell's gradient (pipeline.model.detgemm's op DetLstmCellGrad): TensorFlow's own gradient of the
-same step within float tolerance, the same bits on every instruction-set path, in and outside TensorFlow,
-and the same bits as the elementwise TensorFlow graph that computed it before the op existed."""
+"""The LSTM cell's gradient (pipeline.model.detgemm's ops DetLstmCellGrad, and DetLstmCellSavedGrad of the
+activations training keeps): TensorFlow's own gradient of the same step within float tolerance, the same bits
+on every instruction-set path, in and outside TensorFlow, from either op, and the same bits as the
+elementwise TensorFlow graph that computed it before the ops existed."""
 
 from __future__ import annotations
 
@@ -29,15 +30,16 @@ def step(units: int, batch: int, seed: int) -> dict[str, np.ndarray]:
     return {"z": z, "c_prev": c_prev, "dh": dh, "dc": dc}
 
 
-def fused(inputs: dict[str, np.ndarray], isa: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """dz, dc_prev through the registered gradient of DetLstmCell, as training computes it (tf.function)."""
+def fused(inputs: dict[str, np.ndarray], isa: str = "auto", saving: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """dz, dc_prev through the registered gradient of DetLstmCell (tf.function), or with ``saving`` through
+    DetLstmCellSavedGrad of the activations DetLstmCellSaving kept, as training computes it."""
     import tensorflow as tf
 
     @tf.function
     def gradient(z, c_prev, dh, dc):
         with tf.GradientTape() as tape:
             tape.watch([z, c_prev])
-            h, c = detgemm.lstm_cell(z, c_prev, isa=isa)
+            h, c = detgemm.lstm_cell(z, c_prev, isa=isa, saving=saving)
         return tape.gradient([h, c], [z, c_prev], output_gradients=[dh, dc])
 
     dz, dc_prev = gradient(*(tf.constant(inputs[name]) for name in ("z", "c_prev", "dh", "dc")))
@@ -98,21 +100,28 @@ def test_every_isa_gives_the_same_bits_in_and_outside_tensorflow(units, batch):
     assert {isa: used for isa, (_, used) in direct.items()} == {isa: detgemm.resolved_isa(isa) for isa in ISAS}
     reference = direct["scalar"][0]
     for isa, (outputs, _) in direct.items():
-        in_tensorflow = dict(zip(("dz", "dc_prev"), fused(inputs, isa=isa), strict=True))
-        for name in ("dz", "dc_prev"):
-            assert outputs[name].tobytes() == in_tensorflow[name].tobytes() == reference[name].tobytes(), (isa, name)
+        for saving in (False, True):
+            in_tensorflow = dict(zip(("dz", "dc_prev"), fused(inputs, isa=isa, saving=saving), strict=True))
+            for name in ("dz", "dc_prev"):
+                assert outputs[name].tobytes() == in_tensorflow[name].tobytes() == reference[name].tobytes(), (
+                    isa,
+                    saving,
+                    name,
+                )
 
 
 @pytest.mark.parametrize(("units", "batch"), SHAPES)
 def test_the_gradient_has_the_bits_of_the_elementwise_graph_it_replaces(units, batch):
     inputs = step(units, batch, seed=7 * units + batch)
-    dz, dc_prev = fused(inputs)
-    for compiled in (False, True):
-        old_dz, old_dc_prev = elementwise(inputs, compiled)
-        assert dz.tobytes() == old_dz.tobytes() and dc_prev.tobytes() == old_dc_prev.tobytes(), compiled
+    for saving in (False, True):
+        dz, dc_prev = fused(inputs, saving=saving)
+        for compiled in (False, True):
+            old_dz, old_dc_prev = elementwise(inputs, compiled)
+            assert dz.tobytes() == old_dz.tobytes() and dc_prev.tobytes() == old_dc_prev.tobytes(), (saving, compiled)
 
 
-def test_a_step_whose_cell_state_is_unused_gets_the_gradient_of_dc_zero():
+@pytest.mark.parametrize("saving", [False, True])
+def test_a_step_whose_cell_state_is_unused_gets_the_gradient_of_dc_zero(saving):
     """The last step's c feeds nothing: the tape passes zeros for its gradient (so does the op for a None)."""
     import tensorflow as tf
 
@@ -120,7 +129,7 @@ def test_a_step_whose_cell_state_is_unused_gets_the_gradient_of_dc_zero():
     z, c_prev = tf.constant(inputs["z"]), tf.constant(inputs["c_prev"])
     with tf.GradientTape() as tape:
         tape.watch([z, c_prev])
-        h, _ = detgemm.lstm_cell(z, c_prev)
+        h, _ = detgemm.lstm_cell(z, c_prev, saving=saving)
     dz, dc_prev = tape.gradient(h, [z, c_prev], output_gradients=inputs["dh"])
     zero_dc = detgemm.kernel_lstm_cell_grad(**{**inputs, "dc": np.zeros_like(inputs["dc"])})[0]
     assert dz.numpy().tobytes() == zero_dc["dz"].tobytes()
@@ -128,22 +137,48 @@ def test_a_step_whose_cell_state_is_unused_gets_the_gradient_of_dc_zero():
     assert np.abs(zero_dc["dz"]).sum() > 0
 
 
-def test_the_gradient_is_one_op_per_step_and_the_forward_saves_nothing_for_it():
-    """No elementwise kernels, and no zero-filled gradients for saved activations (the op has two outputs)."""
+@pytest.mark.parametrize(
+    ("saving", "forward", "backward"),
+    [(False, "DetLstmCell", "DetLstmCellGrad"), (True, "DetLstmCellSaving", "DetLstmCellSavedGrad")],
+)
+def test_the_gradient_is_one_op_per_step_and_no_zeros_are_filled_for_it(saving, forward, backward):
+    """No elementwise kernels, and no zero-filled gradients that anything reads (the saving forward's
+    activations are outputs of the op, not of the step: the custom gradient's graph leaves unread zeros of
+    its own, which the executor never runs)."""
     import tensorflow as tf
 
     @tf.function
     def gradient(z, c_prev):
         with tf.GradientTape() as tape:
             tape.watch([z, c_prev])
-            h, c = detgemm.lstm_cell(z, c_prev)
-            h, c = detgemm.lstm_cell(tf.concat([h, c, h, c], axis=0), c)  # a second step
+            h, c = detgemm.lstm_cell(z, c_prev, saving=saving)
+            h, c = detgemm.lstm_cell(tf.concat([h, c, h, c], axis=0), c, saving=saving)  # a second step
         return tape.gradient([h, c], [z, c_prev])
 
     graph = gradient.get_concrete_function(tf.TensorSpec((8, 3)), tf.TensorSpec((2, 3))).graph
     kinds = [operation.type for operation in graph.get_operations()]
-    assert kinds.count("DetLstmCell") == kinds.count("DetLstmCellGrad") == 2, kinds
-    assert not {"Mul", "Sub", "Split", "Fill", "ZerosLike"} & set(kinds), kinds
+    assert kinds.count(forward) == kinds.count(backward) == 2, kinds
+    assert not {"Mul", "Sub", "Split", "ZerosLike"} & set(kinds), kinds
+    read = [op.name for op in graph.get_operations() if op.type == "Fill" and op.outputs[0].consumers()]
+    assert read == [], read
+
+
+def test_the_lstm_keeps_its_activations_in_training_only():
+    import tensorflow as tf
+
+    from pipeline.model.layers import LSTM
+
+    layer = LSTM(4, seed=0)
+    sequence = tf.constant(np.random.default_rng(2).random((3, 5, 2)), dtype=tf.float32)
+    layer(sequence)  # built
+    for training, expected in ((True, "DetLstmCellSaving"), (False, "DetLstmCell")):
+        graph = (
+            tf.function(lambda x, training=training: layer(x, training=training)).get_concrete_function(sequence).graph
+        )
+        kinds = {operation.type for operation in graph.get_operations()}
+        (other,) = {"DetLstmCell", "DetLstmCellSaving"} - {expected}
+        assert expected in kinds and other not in kinds, (training, kinds)
+    assert layer(sequence, training=True).numpy().tobytes() == layer(sequence, training=False).numpy().tobytes()
 
 
 def test_the_gradient_flushes_subnormals_whatever_the_callers_floating_point_state():

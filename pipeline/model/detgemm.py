@@ -11,7 +11,8 @@ Gradients are DetMatMuls again (registered here for the op type).
 The same library holds an LSTM step's ops, each with its registered gradient: ``DetGates`` (the step's
 product of the stacked weights and ``[x; h; 1]``, the kernel's bits without the stacking as an op;
 gradient ``DetGatesGrad``) and ``DetLstmCell`` (the gates' activations and the new state; gradient
-``DetLstmCellGrad``, the operations TensorFlow's elementwise graph of it ran, in one pass). And two ops for speed
+``DetLstmCellGrad``, the operations TensorFlow's elementwise graph of it ran, in one pass; in training
+``DetLstmCellSaving`` and ``DetLstmCellSavedGrad``, the same from the activations kept). And two ops for speed
 alone: ``DetProjectiveTransform``, TensorFlow's bilinear image warp with the same bits, vectorised (the MNIST
 augmentation's), and ``DetTranspose``, a matrix's transpose (the LSTM's changes of layout).
 
@@ -155,12 +156,31 @@ def gates_gradient(
     return tuple(_library()[0].det_gates_grad(weights, x, h, dz, with_dx=with_dx, with_dh=with_dh, isa=isa))
 
 
-def lstm_cell(z: tf.Tensor, c_prev: tf.Tensor, isa: str = "auto") -> tuple[tf.Tensor, tf.Tensor]:
+def lstm_cell(z: tf.Tensor, c_prev: tf.Tensor, isa: str = "auto", saving: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
     """``h, c`` of an LSTM step from its gates' product ``z`` (4 units x batch: i, f, o, candidate) and the
     previous cell state (units x batch), feature-major: the op ``DetLstmCell``, one pass, the same bits on
-    every x86-64 CPU (``pipeline/model/native/detgemm_cell.cc``). Its gradient is one op too, ``DetLstmCellGrad``."""
-    h, c = _library()[0].det_lstm_cell(z, c_prev, isa=isa)
-    return h, c
+    every x86-64 CPU (``pipeline/model/native/detgemm_cell_op.cc``). Its gradient is one op too,
+    ``DetLstmCellGrad``, which computes the activations again. ``saving`` (training): ``DetLstmCellSaving``
+    keeps them, and the step's gradient is ``DetLstmCellSavedGrad`` of them, the same bits without five tanh
+    (an MNIST training step's cell gradients on a 2-core Zen 2: about 80 µs each before, 20 after)."""
+    module = _library()[0]
+    if not saving:
+        h, c = module.det_lstm_cell(z, c_prev, isa=isa)
+        return h, c
+    import tensorflow as tf  # noqa: PLC0415
+
+    @tf.custom_gradient
+    def cell(z: tf.Tensor, c_prev: tf.Tensor):
+        h, c, activations, tanh_c = module.det_lstm_cell_saving(z, c_prev, isa=isa)
+
+        def gradient(dh: tf.Tensor | None, dc: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
+            dh = tf.zeros_like(c_prev) if dh is None else dh
+            dc = tf.zeros_like(c_prev) if dc is None else dc
+            return tuple(module.det_lstm_cell_saved_grad(activations, tanh_c, c_prev, dh, dc, isa=isa))
+
+        return (h, c), gradient
+
+    return cell(z, c_prev)
 
 
 def transpose(x: tf.Tensor) -> tf.Tensor:

@@ -146,8 +146,8 @@ class LSTM(keras.layers.Layer):
     (``unit_forget_bias``), sigmoid gates and tanh. The gates' columns are laid out i, f, o, then the
     candidate cell. Unrolled over the (short, fixed) sequence, feature-major: each step one product of
     the stacked weights and the step's input, the state and a row of ones (the bias), :func:`gates`, then
-    one :func:`pipeline.detgemm.lstm_cell`. Returns the last step's output, or every step's with
-    ``return_sequences``.
+    one :func:`pipeline.detgemm.lstm_cell` (in training the one that keeps its activations for the gradient).
+    Returns the last step's output, or every step's with ``return_sequences``.
     """
 
     def __init__(self, units: int, return_sequences: bool = False, seed: int | None = None, **kwargs: Any):
@@ -165,7 +165,7 @@ class LSTM(keras.layers.Layer):
         )
         self.bias = self.add_weight(name="bias", shape=(4 * units,), initializer=_ForgetBiasOne(units))
 
-    def call(self, sequence: tf.Tensor) -> tf.Tensor:
+    def call(self, sequence: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         units = self.units
         # Feature-major: every state and step is (features, batch), so that each split below is a
         # contiguous block (no copy), and one product per step gives the gates: the weights stacked
@@ -188,7 +188,7 @@ class LSTM(keras.layers.Layer):
             detgemm.transpose(tf.reshape(sequence, (batch, steps * features))), (steps, features, batch)
         )
         for x in tf.unstack(steps_major, axis=0):
-            h, c = detgemm.lstm_cell(gates(weights, x, h), c)
+            h, c = detgemm.lstm_cell(gates(weights, x, h), c, saving=bool(training))
             outputs.append(h)
         if not self.return_sequences:
             return detgemm.transpose(h)

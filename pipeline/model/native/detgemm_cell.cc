@@ -1,13 +1,13 @@
-// TensorFlow custom ops "DetLstmCell" and "DetLstmCellGrad": an LSTM cell's elementwise part and its
-// gradient, each in one pass, with the same bits on every x86-64 CPU (AVX-512F, AVX2 with FMA, or neither).
+// An LSTM cell's elementwise part and its gradient, each in one pass, with the same bits on every x86-64 CPU
+// (AVX-512F, AVX2 with FMA, or neither): the kernels of the ops in detgemm_cell_op.cc.
 //
 // Feature-major layout (pipeline/model/layers.py): z is the step's product, 4 blocks of n = units * batch
 // floats (the gates i, f, o, then the candidate g, each units x batch), c_prev one block. For every
 // element j of a block:
 //     i, f, o = sigmoid(z_i), sigmoid(z_f), sigmoid(z_o);  g = tanh(z_g)
 //     c = fma(f, c_prev, i * g);  tanh_c = tanh(c);  h = o * tanh_c
-// The gradient recomputes these from z and c_prev (the same operations, so the same bits: no saved
-// activations, which TensorFlow's tape would have to fill with zero gradients every step) and, given dh
+// The gradient takes i, f, o, g and tanh_c as the training forward saved them (LstmCellGradSaved), or
+// recomputes them from z and c_prev (LstmCellGrad: the same operations, so the same bits) and, given dh
 // and dc, computes what the cell's gradient in TensorFlow's elementwise ops computed, operation for
 // operation (each a separate multiply, subtract or add, in the same order; -ffp-contract=off):
 //     dc_total = dc + (dh * o) * (1 - tanh_c * tanh_c)
@@ -26,11 +26,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "absl/strings/str_cat.h"
 #include "detgemm_kernel.h"
-#include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/shape_inference.h"
 
 #if defined(__FAST_MATH__)
 #error "detgemm must not be compiled with -ffast-math"
@@ -226,6 +222,29 @@ struct Backward {
   }
 };
 
+// The gradient from the activations and tanh_c the training forward saved (DetLstmCellSaving): the same
+// operations as Backward::Finish on the same values, so the same bits, without recomputing five tanh.
+struct BackwardSaved {
+  const float *act, *tanh_c, *c_prev, *dh, *dc;
+  float *dz, *dc_prev;
+  template <class O>
+  void Run(int64_t begin, int64_t end, int64_t n) const {
+    using V = typename O::V;
+    const V one = O::Set(1.0f);
+    for (int64_t at = begin; at < end; at += O::kWidth) {
+      const V i = O::Load(act + at), f = O::Load(act + n + at), o = O::Load(act + 2 * n + at);
+      const V g = O::Load(act + 3 * n + at), squashed = O::Load(tanh_c + at), up_h = O::Load(dh + at);
+      const V total =
+          O::Add(O::Load(dc + at), O::Mul(O::Mul(up_h, o), O::Sub(one, O::Mul(squashed, squashed))));
+      O::Store(dz + at, O::Mul(O::Mul(O::Mul(total, g), i), O::Sub(one, i)));
+      O::Store(dz + n + at, O::Mul(O::Mul(O::Mul(total, O::Load(c_prev + at)), f), O::Sub(one, f)));
+      O::Store(dz + 2 * n + at, O::Mul(O::Mul(O::Mul(up_h, squashed), o), O::Sub(one, o)));
+      O::Store(dz + 3 * n + at, O::Mul(O::Mul(total, i), O::Sub(one, O::Mul(g, g))));
+      O::Store(dc_prev + at, O::Mul(total, f));
+    }
+  }
+};
+
 // Each ISA's loop: the generic code above inlined (flatten) and so compiled for the loop's target.
 template <class Pass>
 __attribute__((flatten)) void RunScalar(const Pass& pass, int64_t begin, int64_t n) {
@@ -268,131 +287,9 @@ Isa LstmCellGrad(Isa isa, int64_t n, const float* z, const float* c_prev, const 
   return Run(isa, n, Backward{z, c_prev, dh, dc, dz, dc_prev});
 }
 
+Isa LstmCellGradSaved(Isa isa, int64_t n, const float* act, const float* tanh_c, const float* c_prev,
+                      const float* dh, const float* dc, float* dz, float* dc_prev) {
+  return Run(isa, n, BackwardSaved{act, tanh_c, c_prev, dh, dc, dz, dc_prev});
+}
+
 }  // namespace detgemm
-
-using namespace tensorflow;
-using shape_inference::DimensionHandle;
-using shape_inference::InferenceContext;
-using shape_inference::ShapeHandle;
-
-namespace {
-
-// z (4 units, batch) and c_prev (units, batch): the shapes of both ops' first two inputs.
-absl::Status CellShapes(InferenceContext* c, ShapeHandle* z, ShapeHandle* c_prev) {
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, z));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, c_prev));
-  DimensionHandle batch, units4;
-  TF_RETURN_IF_ERROR(c->Merge(c->Dim(*z, 1), c->Dim(*c_prev, 1), &batch));
-  TF_RETURN_IF_ERROR(c->Multiply(c->Dim(*c_prev, 0), 4, &units4));
-  return c->Merge(c->Dim(*z, 0), units4, &units4);
-}
-
-bool CellShapesOk(OpKernelContext* ctx, const char* op, int inputs) {
-  const Tensor &z = ctx->input(0), &c_prev = ctx->input(1);
-  bool ok = z.dims() == 2 && c_prev.dims() == 2 && z.dim_size(1) == c_prev.dim_size(1) &&
-            z.dim_size(0) == 4 * c_prev.dim_size(0);
-  std::string shapes = absl::StrCat(z.shape().DebugString(), " ", c_prev.shape().DebugString());
-  for (int k = 2; k < inputs; ++k) {
-    ok = ok && ctx->input(k).shape() == c_prev.shape();
-    absl::StrAppend(&shapes, " ", ctx->input(k).shape().DebugString());
-  }
-  if (!ok)
-    ctx->SetStatus(absl::InvalidArgumentError(
-        absl::StrCat(op, ": z must be (4 units, batch), the others (units, batch), got ", shapes)));
-  return ok;
-}
-
-detgemm::Isa IsaAttr(OpKernelConstruction* ctx) {
-  std::string isa;
-  const absl::Status status = ctx->GetAttr("isa", &isa);
-  if (!status.ok()) ctx->SetStatus(status);
-  return detgemm::ParseIsa(isa.c_str());
-}
-
-const float* In(OpKernelContext* ctx, int k) { return ctx->input(k).flat<float>().data(); }
-
-float* Out(OpKernelContext* ctx, int k, const TensorShape& shape) {
-  Tensor* out = nullptr;
-  const absl::Status status = ctx->allocate_output(k, shape, &out);
-  if (!status.ok()) ctx->SetStatus(status);
-  return status.ok() ? out->flat<float>().data() : nullptr;
-}
-
-}  // namespace
-
-REGISTER_OP("DetLstmCell")
-    .Input("z: float")
-    .Input("c_prev: float")
-    .Output("h: float")
-    .Output("c: float")
-    .Attr("isa: {'auto', 'scalar', 'avx2', 'avx512'} = 'auto'")
-    .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle z, c_prev;
-      TF_RETURN_IF_ERROR(CellShapes(c, &z, &c_prev));
-      c->set_output(0, c_prev);
-      c->set_output(1, c_prev);
-      return absl::OkStatus();
-    })
-    .Doc(R"doc(
-LSTM cell, elementwise, feature-major: z (4 units x batch: gates i, f, o, candidate g) and c_prev
-(units x batch) -> h, c. Same bits on every x86-64 CPU. Single-threaded.
-)doc");
-
-class DetLstmCellOp : public OpKernel {
- public:
-  explicit DetLstmCellOp(OpKernelConstruction* ctx) : OpKernel(ctx), isa_(IsaAttr(ctx)) {}
-
-  void Compute(OpKernelContext* ctx) override {
-    if (!CellShapesOk(ctx, "DetLstmCell", 2)) return;
-    const TensorShape& shape = ctx->input(1).shape();
-    float *h = Out(ctx, 0, shape), *c = Out(ctx, 1, shape);
-    if (h == nullptr || c == nullptr) return;
-    detgemm::LstmCell(isa_, shape.num_elements(), In(ctx, 0), In(ctx, 1), h, c, nullptr, nullptr);
-  }
-
- private:
-  const detgemm::Isa isa_;
-};
-
-REGISTER_KERNEL_BUILDER(Name("DetLstmCell").Device(DEVICE_CPU), DetLstmCellOp);
-
-REGISTER_OP("DetLstmCellGrad")
-    .Input("z: float")
-    .Input("c_prev: float")
-    .Input("dh: float")
-    .Input("dc: float")
-    .Output("dz: float")
-    .Output("dc_prev: float")
-    .Attr("isa: {'auto', 'scalar', 'avx2', 'avx512'} = 'auto'")
-    .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle z, c_prev, merged;
-      TF_RETURN_IF_ERROR(CellShapes(c, &z, &c_prev));
-      TF_RETURN_IF_ERROR(c->Merge(c_prev, c->input(2), &merged));
-      TF_RETURN_IF_ERROR(c->Merge(merged, c->input(3), &merged));
-      c->set_output(0, z);
-      c->set_output(1, merged);
-      return absl::OkStatus();
-    })
-    .Doc(R"doc(
-DetLstmCell's gradient: from its inputs z and c_prev and the gradients dh, dc of its outputs, dz and
-dc_prev in one pass (the activations recomputed). Same bits on every x86-64 CPU. Single-threaded.
-)doc");
-
-class DetLstmCellGradOp : public OpKernel {
- public:
-  explicit DetLstmCellGradOp(OpKernelConstruction* ctx) : OpKernel(ctx), isa_(IsaAttr(ctx)) {}
-
-  void Compute(OpKernelContext* ctx) override {
-    if (!CellShapesOk(ctx, "DetLstmCellGrad", 4)) return;
-    const TensorShape& shape = ctx->input(1).shape();
-    float *dz = Out(ctx, 0, ctx->input(0).shape()), *dc_prev = Out(ctx, 1, shape);
-    if (dz == nullptr || dc_prev == nullptr) return;
-    detgemm::LstmCellGrad(isa_, shape.num_elements(), In(ctx, 0), In(ctx, 1), In(ctx, 2), In(ctx, 3), dz,
-                          dc_prev);
-  }
-
- private:
-  const detgemm::Isa isa_;
-};
-
-REGISTER_KERNEL_BUILDER(Name("DetLstmCellGrad").Device(DEVICE_CPU), DetLstmCellGradOp);

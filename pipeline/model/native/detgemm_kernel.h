@@ -60,14 +60,17 @@ Isa Gemm(Isa isa, bool transpose_a, bool transpose_b, int64_t M, int64_t N,
          int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
          float* C, int64_t ldc);
 
-// An LSTM cell's elementwise part over n elements per block (detgemm_cell.cc, op "DetLstmCell"):
-// z holds the 4 blocks i, f, o, g; writes h, c (n each) and, unless act is null, the activated gates
-// (4 n) and tanh_c (n).
+// An LSTM cell's elementwise part over n elements per block (detgemm_cell.cc, ops "DetLstmCell" and, with
+// act and tanh_c, "DetLstmCellSaving"): z holds the 4 blocks i, f, o, g; writes h, c (n each) and, unless
+// act is null, the activated gates (4 n), unless tanh_c is null tanh_c (n).
 Isa LstmCell(Isa isa, int64_t n, const float* z, const float* c_prev, float* h, float* c, float* act,
              float* tanh_c);
 // Its gradient (op "DetLstmCellGrad"): from z, c_prev and the gradients dh, dc of h and c, writes dz (4 n)
 // and dc_prev (n), with the same operations as the cell's gradient in TensorFlow's elementwise ops.
 Isa LstmCellGrad(Isa isa, int64_t n, const float* z, const float* c_prev, const float* dh, const float* dc,
                  float* dz, float* dc_prev);
+// The same gradient (op "DetLstmCellSavedGrad") from the activations and tanh_c LstmCell saved: the same bits.
+Isa LstmCellGradSaved(Isa isa, int64_t n, const float* act, const float* tanh_c, const float* c_prev,
+                      const float* dh, const float* dc, float* dz, float* dc_prev);
 
 }  // namespace detgemm
