@@ -100,17 +100,20 @@ def _graph_profile(function: Callable, arguments: tuple, repeats: int) -> dict:
         tf.nest.map_structure(lambda t: t.numpy(), function(*arguments))
 
     step_ms = median_ms(call)
-    by_type = _traced_ms_by_type(call, calls=max(repeats, 3), types=set(kinds))
+    by_type, runs = _traced_by_type(call, calls=max(repeats, 3), types=set(kinds))
     by_kind = {kind: kinds[kind] for kind in products if kind in kinds}
     matmuls = sum(by_kind.values())
-    others = sum(kinds.values()) - matmuls
+    # The other operations that ran: the graph also holds some the executor prunes unrun (a custom
+    # gradient's unread zeros), which would make the time per operation look smaller than it is.
+    others = round(sum(count for kind, count in runs.items() if kind not in products))
     products_ms = sum(ms for kind, ms in by_type.items() if kind in products)
     ops_ms = sum(by_type.values())
     return {
         "step_ms": step_ms,
         "matmuls": matmuls,
         "products": by_kind,
-        "other_ops": others,
+        "other_ops": others,  # that ran, per call
+        "graph_ops": sum(kinds.values()),
         "products_ms": products_ms,  # per call, summed over the threads that ran them
         "ops_ms": ops_ms,
         "product_share": products_ms / ops_ms if ops_ms else 0.0,
@@ -119,10 +122,10 @@ def _graph_profile(function: Callable, arguments: tuple, repeats: int) -> dict:
     }
 
 
-def _traced_ms_by_type(call: Callable[[], None], calls: int, types: set[str]) -> dict[str, float]:
-    """Milliseconds per call that each operation type of the graph ran, summed over threads: TensorFlow's
-    profiler around ``calls`` calls, its host events named ``node:Type`` for the graph's types (not the
-    executor's own events around them)."""
+def _traced_by_type(call: Callable[[], None], calls: int, types: set[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """Milliseconds per call that each operation type of the graph ran, summed over threads, and how many of
+    its operations ran per call: TensorFlow's profiler around ``calls`` calls, its host events named
+    ``node:Type`` for the graph's types (not the executor's own events around them)."""
     import tempfile
 
     import tensorflow as tf
@@ -139,6 +142,7 @@ def _traced_ms_by_type(call: Callable[[], None], calls: int, types: set[str]) ->
         for path in Path(directory).rglob("*.xplane.pb"):
             space.MergeFromString(path.read_bytes())
     totals: dict[str, float] = {}
+    runs: dict[str, float] = {}
     for plane in space.planes:
         names = {key: value.name for key, value in plane.event_metadata.items()}
         for line in plane.lines:
@@ -146,4 +150,5 @@ def _traced_ms_by_type(call: Callable[[], None], calls: int, types: set[str]) ->
                 kind = names.get(event.metadata_id, "").rpartition(":")[2]
                 if kind in types:
                     totals[kind] = totals.get(kind, 0.0) + event.duration_ps / 1e9 / calls
-    return totals
+                    runs[kind] = runs.get(kind, 0.0) + 1 / calls
+    return totals, runs

@@ -162,7 +162,7 @@ def _profile_lines(profile: dict) -> list[str]:
     return [
         f"{what}: {p['step_ms']:.1f} ms; of its operations' time ({p['ops_ms']:.1f} ms over the threads, "
         f"TensorFlow's trace) its {p['matmuls']} matrix products {p['product_share']:.1%}, "
-        f"the other {p['other_ops']:,} graph operations ≈ {p['other_ms_per_op']:.1f} µs each"
+        f"the other {p['other_ops']:,} operations that ran ≈ {p['other_ms_per_op']:.1f} µs each"
         for what, p in (
             (f"one training step (batch {profile['train_batch']}, {profile['mode']})", profile["train"]),
             (f"one inference batch ({profile['inference_batch']}, {profile['mode']})", profile["inference"]),
