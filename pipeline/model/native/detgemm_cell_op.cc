@@ -84,23 +84,27 @@ LSTM cell, elementwise, feature-major: z (4 units x batch: gates i, f, o, candid
 (units x batch) -> h, c. Same bits on every x86-64 CPU. Single-threaded.
 )doc");
 
+// DetLstmCell, or with kSaving DetLstmCellSaving (its activations and tanh_c as outputs 2 and 3).
+template <bool kSaving>
 class DetLstmCellOp : public OpKernel {
  public:
   explicit DetLstmCellOp(OpKernelConstruction* ctx) : OpKernel(ctx), isa_(IsaAttr(ctx)) {}
 
   void Compute(OpKernelContext* ctx) override {
-    if (!CellShapesOk(ctx, "DetLstmCell", 2)) return;
+    if (!CellShapesOk(ctx, kSaving ? "DetLstmCellSaving" : "DetLstmCell", 2)) return;
     const TensorShape& shape = ctx->input(1).shape();
     float *h = Out(ctx, 0, shape), *c = Out(ctx, 1, shape);
-    if (h == nullptr || c == nullptr) return;
-    detgemm::LstmCell(isa_, shape.num_elements(), In(ctx, 0), In(ctx, 1), h, c, nullptr, nullptr);
+    float* act = kSaving ? Out(ctx, 2, ctx->input(0).shape()) : nullptr;
+    float* tanh_c = kSaving ? Out(ctx, 3, shape) : nullptr;
+    if (h == nullptr || c == nullptr || (kSaving && (act == nullptr || tanh_c == nullptr))) return;
+    detgemm::LstmCell(isa_, shape.num_elements(), In(ctx, 0), In(ctx, 1), h, c, act, tanh_c);
   }
 
  private:
   const detgemm::Isa isa_;
 };
 
-REGISTER_KERNEL_BUILDER(Name("DetLstmCell").Device(DEVICE_CPU), DetLstmCellOp);
+REGISTER_KERNEL_BUILDER(Name("DetLstmCell").Device(DEVICE_CPU), DetLstmCellOp<false>);
 
 REGISTER_OP("DetLstmCellGrad")
     .Input("z: float")
@@ -124,24 +128,29 @@ DetLstmCell's gradient: from its inputs z and c_prev and the gradients dh, dc of
 dc_prev in one pass (the activations recomputed). Same bits on every x86-64 CPU. Single-threaded.
 )doc");
 
+// DetLstmCellGrad (z, c_prev, dh, dc), or with kSaved DetLstmCellSavedGrad (activations, tanh_c, c_prev, dh, dc).
+template <bool kSaved>
 class DetLstmCellGradOp : public OpKernel {
  public:
   explicit DetLstmCellGradOp(OpKernelConstruction* ctx) : OpKernel(ctx), isa_(IsaAttr(ctx)) {}
 
   void Compute(OpKernelContext* ctx) override {
-    if (!CellShapesOk(ctx, "DetLstmCellGrad", 4)) return;
+    if (!CellShapesOk(ctx, kSaved ? "DetLstmCellSavedGrad" : "DetLstmCellGrad", kSaved ? 5 : 4)) return;
     const TensorShape& shape = ctx->input(1).shape();
     float *dz = Out(ctx, 0, ctx->input(0).shape()), *dc_prev = Out(ctx, 1, shape);
     if (dz == nullptr || dc_prev == nullptr) return;
-    detgemm::LstmCellGrad(isa_, shape.num_elements(), In(ctx, 0), In(ctx, 1), In(ctx, 2), In(ctx, 3), dz,
-                          dc_prev);
+    const int64_t n = shape.num_elements();
+    if constexpr (kSaved)
+      detgemm::LstmCellGradSaved(isa_, n, In(ctx, 0), In(ctx, 1), In(ctx, 2), In(ctx, 3), In(ctx, 4), dz, dc_prev);
+    else
+      detgemm::LstmCellGrad(isa_, n, In(ctx, 0), In(ctx, 1), In(ctx, 2), In(ctx, 3), dz, dc_prev);
   }
 
  private:
   const detgemm::Isa isa_;
 };
 
-REGISTER_KERNEL_BUILDER(Name("DetLstmCellGrad").Device(DEVICE_CPU), DetLstmCellGradOp);
+REGISTER_KERNEL_BUILDER(Name("DetLstmCellGrad").Device(DEVICE_CPU), DetLstmCellGradOp<false>);
 
 REGISTER_OP("DetLstmCellSaving")
     .Input("z: float")
@@ -165,24 +174,7 @@ DetLstmCell, and the activations i, f, o, g (shaped as z) and tanh(c) it compute
 DetLstmCellSavedGrad. Same bits on every x86-64 CPU. Single-threaded.
 )doc");
 
-class DetLstmCellSavingOp : public OpKernel {
- public:
-  explicit DetLstmCellSavingOp(OpKernelConstruction* ctx) : OpKernel(ctx), isa_(IsaAttr(ctx)) {}
-
-  void Compute(OpKernelContext* ctx) override {
-    if (!CellShapesOk(ctx, "DetLstmCellSaving", 2)) return;
-    const TensorShape& shape = ctx->input(1).shape();
-    float *h = Out(ctx, 0, shape), *c = Out(ctx, 1, shape);
-    float *act = Out(ctx, 2, ctx->input(0).shape()), *tanh_c = Out(ctx, 3, shape);
-    if (h == nullptr || c == nullptr || act == nullptr || tanh_c == nullptr) return;
-    detgemm::LstmCell(isa_, shape.num_elements(), In(ctx, 0), In(ctx, 1), h, c, act, tanh_c);
-  }
-
- private:
-  const detgemm::Isa isa_;
-};
-
-REGISTER_KERNEL_BUILDER(Name("DetLstmCellSaving").Device(DEVICE_CPU), DetLstmCellSavingOp);
+REGISTER_KERNEL_BUILDER(Name("DetLstmCellSaving").Device(DEVICE_CPU), DetLstmCellOp<true>);
 
 REGISTER_OP("DetLstmCellSavedGrad")
     .Input("activations: float")
@@ -206,21 +198,4 @@ DetLstmCellGrad's dz and dc_prev (the same bits) from DetLstmCellSaving's activa
 c_prev and the gradients dh, dc of h and c. Single-threaded.
 )doc");
 
-class DetLstmCellSavedGradOp : public OpKernel {
- public:
-  explicit DetLstmCellSavedGradOp(OpKernelConstruction* ctx) : OpKernel(ctx), isa_(IsaAttr(ctx)) {}
-
-  void Compute(OpKernelContext* ctx) override {
-    if (!CellShapesOk(ctx, "DetLstmCellSavedGrad", 5)) return;
-    const TensorShape& shape = ctx->input(1).shape();
-    float *dz = Out(ctx, 0, ctx->input(0).shape()), *dc_prev = Out(ctx, 1, shape);
-    if (dz == nullptr || dc_prev == nullptr) return;
-    detgemm::LstmCellGradSaved(isa_, shape.num_elements(), In(ctx, 0), In(ctx, 1), In(ctx, 2), In(ctx, 3),
-                               In(ctx, 4), dz, dc_prev);
-  }
-
- private:
-  const detgemm::Isa isa_;
-};
-
-REGISTER_KERNEL_BUILDER(Name("DetLstmCellSavedGrad").Device(DEVICE_CPU), DetLstmCellSavedGradOp);
+REGISTER_KERNEL_BUILDER(Name("DetLstmCellSavedGrad").Device(DEVICE_CPU), DetLstmCellGradOp<true>);
