@@ -162,7 +162,7 @@ def lstm_cell(z: tf.Tensor, c_prev: tf.Tensor, isa: str = "auto", saving: bool =
     every x86-64 CPU (``pipeline/model/native/detgemm_cell_op.cc``). Its gradient is one op too,
     ``DetLstmCellGrad``, which computes the activations again. ``saving`` (training): ``DetLstmCellSaving``
     keeps them, and the step's gradient is ``DetLstmCellSavedGrad`` of them, the same bits without five tanh
-    (an MNIST training step's cell gradients on a 2-core Zen 2: about 80 µs each before, 20 after)."""
+    (an MNIST training step's cell gradients on a 2-core Zen 2: 81 µs each before, 45 after)."""
     module = _library()[0]
     if not saving:
         h, c = module.det_lstm_cell(z, c_prev, isa=isa)

@@ -182,8 +182,8 @@ class LSTM(keras.layers.Layer):
         h = c = tf.zeros((units, batch), dtype=sequence.dtype)
         outputs = []
         # The layout changes are pipeline.model.detgemm's transpose of the sequence as a matrix (batch,
-        # steps x features), a third of TensorFlow's time (a reshape moves nothing). unstack and split (not
-        # indexing): their gradients are a concatenation, not a scatter into zeros.
+        # steps x features; a reshape moves nothing): 0.4-0.9 ms of an inference slice where TensorFlow's took
+        # 1.5-1.8. unstack and split (not indexing): their gradients are a concatenation, not a scatter into zeros.
         steps_major = tf.reshape(
             detgemm.transpose(tf.reshape(sequence, (batch, steps * features))), (steps, features, batch)
         )
